@@ -1,0 +1,35 @@
+"""Library-wide defaults, kept in one place so the scripts, the tests and the module agree.
+
+The example's scripts read these through the top-level ``common.py``; nothing here knows about
+ports or directories of a particular runtime deployment.
+"""
+
+# Standard
+from typing import Tuple
+
+# Labels of the tiny demo model and of the generated training data. The names are arbitrary;
+# what matters is that every label has its own visual signature in the generated images.
+DEFAULT_LABELS: Tuple[str, ...] = ("cat", "dog")
+
+# Seed used wherever randomness is involved (model init, data generation, training order)
+# so that a run can be reproduced exactly.
+DEFAULT_SEED: int = 0
+
+# Default score threshold of ObjectDetectionTask predictions (same as the upstream module).
+DEFAULT_THRESHOLD: float = 0.5
+
+# Side length, in pixels, of the generated training images.
+DEFAULT_IMAGE_SIZE: int = 64
+
+# Name of the label file and of the image directory inside a generated training data dir.
+LABELS_FILE_NAME: str = "labels.txt"
+IMAGES_DIR_NAME: str = "images"
+
+# Largest image, in pixels (width x height), that run() accepts. Pillow reads the size from the
+# header, so a "decompression bomb" (a tiny file declaring a huge image) is refused before any
+# pixel is decoded. 40 MP holds any phone photo.
+MAX_IMAGE_PIXELS: int = 40_000_000
+
+# Images per optimisation step in train(). The train signature is fixed by the example's proto
+# (model_path, train_data, num_epochs, learning_rate), so this is a library setting.
+DEFAULT_TRAIN_BATCH_SIZE: int = 8

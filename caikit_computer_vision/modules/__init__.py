@@ -1,0 +1,4 @@
+"""Modules (model implementations) of caikit_computer_vision."""
+
+# Local
+from . import object_detection

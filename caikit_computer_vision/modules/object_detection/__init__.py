@@ -1,0 +1,4 @@
+"""Object detection modules."""
+
+# Local
+from .transformers import TransformersObjectDetector

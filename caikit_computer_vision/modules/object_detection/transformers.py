@@ -1,0 +1,310 @@
+"""TransformersObjectDetector: a Hugging Face YOLOS model served as a caikit module.
+
+caikit reads the type hints of ``run`` and ``train`` to build the gRPC and HTTP APIs, so their
+signatures are the example's public interface: ``run`` gives
+``ObjectDetectionTaskRequest {bytes inputs = 1; optional double threshold = 2;}`` and ``train``
+gives the ``...TransformersObjectDetectorTrainParameters`` message.
+"""
+
+# Standard
+from typing import Dict, Optional, Union
+import copy
+import math
+import os
+import shutil
+import tempfile
+import uuid
+
+# Third Party
+from transformers import YolosForObjectDetection
+from transformers.utils import logging as hf_logging
+from transformers.models.yolos.image_processing_pil_yolos import YolosImageProcessorPil
+import torch
+
+# First Party
+from caikit.core import ModuleBase, ModuleConfig, ModuleSaver, module
+from caikit.core.data_model.producer import ProducerId
+from caikit.core.exceptions import error_handler
+from caikit.interfaces.vision.data_model.backends import image_pil_backend
+import alog
+
+# Local
+from ...data_model import (
+    BoundingBox,
+    DetectedObject,
+    ObjectDetectionResult,
+    ObjectDetectionTask,
+    ObjectDetectionTrainSet,
+)
+from ...defaults import DEFAULT_SEED, DEFAULT_THRESHOLD, DEFAULT_TRAIN_BATCH_SIZE
+from ...images import decode_image, pad_to_aspect_ratio
+from ...labelled_images import load_labelled_images
+from ...torch_device import select_device
+from ...training import fine_tune
+
+log = alog.use_channel("CCVYOLOS")
+error = error_handler.get(log)
+
+# Sub-directory of a saved model that holds the Hugging Face model and processor files.
+HF_ARTIFACTS_DIR = "hf_model"
+# The processor rounds each resized side down to a multiple of this (see ``pad_to_aspect_ratio``).
+_PROCESSOR_SIDE_MULTIPLE = 16
+
+# Per-file progress bars of tiny local loads and saves only clutter the runtime's log.
+hf_logging.disable_progress_bar()
+
+
+@module(
+    id="ff412509-d44e-4a4b-bdee-82d3b12faa67",
+    name="Transformers Object Detector",
+    version="0.1.0",
+    task=ObjectDetectionTask,
+)
+class TransformersObjectDetector(ModuleBase):
+    """Object detection with a Hugging Face YOLOS model (``YolosForObjectDetection``)."""
+
+    def __init__(self, model: YolosForObjectDetection, processor: YolosImageProcessorPil):
+        super().__init__()
+        self.device = select_device()
+        self.model = model.to(self.device).eval()
+        self.processor = processor
+
+    # -- construction and persistence ------------------------------------------------------
+
+    @classmethod
+    def bootstrap(cls, model_name_or_path: str) -> "TransformersObjectDetector":
+        """Wrap a Hugging Face YOLOS checkpoint directory (``config.json``, weights and
+        ``preprocessor_config.json``) as a caikit module. Local files only: nothing is downloaded.
+        """
+        error.type_check("<CCV50281947E>", str, model_name_or_path=model_name_or_path)
+        error.value_check(
+            "<CCV50281948E>",
+            os.path.isdir(model_name_or_path),
+            "model_name_or_path {} is not a directory: pass a local Hugging Face YOLOS "
+            "checkpoint directory (this example never downloads models)",
+            model_name_or_path,
+        )
+        model = YolosForObjectDetection.from_pretrained(model_name_or_path, local_files_only=True)
+        processor = YolosImageProcessorPil.from_pretrained(
+            model_name_or_path, local_files_only=True
+        )
+        return cls(model, processor)
+
+    def save(self, model_path: str) -> None:
+        """Save to ``model_path`` atomically.
+
+        Everything is written to a temporary directory beside ``model_path`` and renamed into
+        place at the end, so a runtime that lazy-loads from the models directory never sees half
+        a model, and a failed save leaves an existing model at ``model_path`` untouched.
+        """
+        target = os.path.abspath(model_path)
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.saving-", dir=parent)
+        try:
+            with ModuleSaver(self, model_path=staging) as saver:
+                relative_dir, absolute_dir = saver.add_dir(HF_ARTIFACTS_DIR)
+                self.model.save_pretrained(absolute_dir)
+                self.processor.save_pretrained(absolute_dir)
+                saver.update_config({"hf_artifact_path": os.path.normpath(relative_dir)})
+            _replace_directory(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, model_path: Union[str, ModuleConfig]) -> "TransformersObjectDetector":
+        """Load a model written by ``save``."""
+        config = ModuleConfig.load(model_path)
+        model_dir = os.path.abspath(config.model_path)
+        hf_dir = os.path.normpath(os.path.join(model_dir, config.hf_artifact_path or ""))
+        # config.yml is data from disk: it must not point the loader outside the model dir.
+        error.value_check(
+            "<CCV50281949E>",
+            config.hf_artifact_path and hf_dir.startswith(model_dir + os.sep),
+            "{} has no valid hf_artifact_path inside the model directory",
+            model_dir,
+        )
+        model = YolosForObjectDetection.from_pretrained(hf_dir, local_files_only=True)
+        processor = YolosImageProcessorPil.from_pretrained(hf_dir, local_files_only=True)
+        return cls(model, processor)
+
+    # -- inference ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        inputs: image_pil_backend.PIL_SOURCE_TYPES,
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> ObjectDetectionResult:
+        """Detect objects in ``inputs`` and keep those scoring above ``threshold``.
+
+        Boxes are in pixel coordinates of the input image, clipped to it, most confident first.
+        Over the runtime, ``inputs`` is always image bytes (the task's type); in-process callers
+        may also pass a PIL image, a uint8 array or a file path.
+        """
+        _check_threshold(threshold)
+        image = decode_image(inputs)
+        width, height = image.size
+        padded = pad_to_aspect_ratio(image, self.max_aspect_ratio)
+
+        with torch.inference_mode():
+            encoded = self.processor(images=padded, return_tensors="pt")
+            outputs = self.model(pixel_values=encoded["pixel_values"].to(self.device))
+            detections = self.processor.post_process_object_detection(
+                outputs,
+                threshold=threshold,
+                target_sizes=[(padded.height, padded.width)],
+            )[0]
+
+        id2label: Dict[int, str] = self.model.config.id2label
+        detected = []
+        for score, label_id, (x0, y0, x1, y1) in zip(
+            detections["scores"].tolist(),
+            detections["labels"].tolist(),
+            detections["boxes"].tolist(),
+        ):
+            box = BoundingBox(
+                xmin=_clip(x0, width),
+                xmax=_clip(x1, width),
+                ymin=_clip(y0, height),
+                ymax=_clip(y1, height),
+            )
+            # A box that lies wholly in the padding added above has no area in the real image.
+            if box.xmax > box.xmin and box.ymax > box.ymin:
+                detected.append(
+                    DetectedObject(score=score, label=id2label[label_id], box=box)
+                )
+        detected.sort(key=lambda obj: obj.score, reverse=True)
+        return ObjectDetectionResult(
+            detected_objects=detected,
+            producer_id=ProducerId(name=self.MODULE_NAME, version=self.MODULE_VERSION),
+        )
+
+    @property
+    def max_aspect_ratio(self) -> float:
+        """Most elongated image the processor can resize without a side collapsing to zero."""
+        # A processor configured with an exact height/width has no longest_edge; 1333 is YOLOS'.
+        longest = self.processor.size.longest_edge or 1333
+        # Keep the short side at two multiples of 16 or more after resizing.
+        return max(1.0, longest / (2 * _PROCESSOR_SIDE_MULTIPLE))
+
+    # -- training ----------------------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls,
+        model_path: str,
+        train_data: ObjectDetectionTrainSet,
+        num_epochs: int,
+        learning_rate: float,
+    ) -> "TransformersObjectDetector":
+        """Fine-tune the model saved at ``model_path`` on ``train_data`` and return a new module.
+
+        The whole training set is read and validated before any training starts. If the data
+        names labels the base model does not know, a new classification head is trained with
+        the data's labels (sorted by name); otherwise the base model's head and label ids are kept.
+        """
+        error.type_check("<CCV72813390E>", str, model_path=model_path)
+        error.type_check("<CCV72813391E>", ObjectDetectionTrainSet, train_data=train_data)
+        error.value_check(
+            "<CCV72813392E>",
+            isinstance(num_epochs, int) and not isinstance(num_epochs, bool) and num_epochs >= 1,
+            "num_epochs must be a whole number >= 1, got {}",
+            num_epochs,
+        )
+        error.value_check(
+            "<CCV72813393E>",
+            isinstance(learning_rate, (int, float))
+            and math.isfinite(learning_rate)
+            and learning_rate > 0,
+            "learning_rate must be a finite number > 0 (e.g. 1e-4), got {}",
+            learning_rate,
+        )
+        images = load_labelled_images(train_data.img_dir_path, train_data.labels_file)
+        error.value_check(
+            "<CCV72813394E>",
+            os.path.isfile(os.path.join(model_path, "config.yml")),
+            "model_path {} is not a saved model directory (no config.yml): point it at a "
+            "model saved by this module, e.g. models/my_model",
+            model_path,
+        )
+        base = cls.load(model_path)
+        data_labels = sorted({box.label for image in images for box in image.boxes})
+        model = _with_labels(base.model, data_labels)
+        fine_tune(
+            model=model,
+            processor=base.processor,
+            images=images,
+            num_epochs=num_epochs,
+            learning_rate=float(learning_rate),
+            batch_size=DEFAULT_TRAIN_BATCH_SIZE,
+            seed=DEFAULT_SEED,
+            device=base.device,
+            max_aspect_ratio=base.max_aspect_ratio,
+        )
+        return cls(model, base.processor)
+
+
+def _check_threshold(threshold: float) -> None:
+    error.value_check(
+        "<CCV31558720E>",
+        isinstance(threshold, (int, float))
+        and not isinstance(threshold, bool)
+        and math.isfinite(threshold)
+        and 0.0 <= threshold <= 1.0,
+        "threshold must be a number between 0 and 1 (a minimum class probability), got {}",
+        threshold,
+    )
+
+
+def _clip(value: float, limit: int) -> int:
+    return int(min(max(round(value), 0), limit))
+
+
+def _with_labels(
+    model: YolosForObjectDetection, data_labels: list
+) -> YolosForObjectDetection:
+    """Return ``model`` if it knows every label in the data, else a copy with a new class head."""
+    known = set(model.config.label2id)
+    if set(data_labels) <= known:
+        return model
+    log.info(
+        "<CCV72813395I>",
+        "training labels %s differ from the base model's %s: training a new classification head",
+        data_labels,
+        sorted(known),
+    )
+    config = copy.deepcopy(model.config)
+    config.id2label = dict(enumerate(data_labels))
+    config.label2id = {label: index for index, label in enumerate(data_labels)}
+    config.num_labels = len(data_labels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(DEFAULT_SEED)
+        new_model = YolosForObjectDetection(config)
+    # Everything but the classifier (backbone, detection tokens, box head) carries over.
+    state = {
+        key: value
+        for key, value in model.state_dict().items()
+        if not key.startswith("class_labels_classifier.")
+    }
+    missing, _ = new_model.load_state_dict(state, strict=False)
+    error.value_check(
+        "<CCV72813396E>",
+        all(key.startswith("class_labels_classifier.") for key in missing),
+        "unexpected missing weights when replacing the class head: {}",
+        missing,
+    )
+    return new_model
+
+
+def _replace_directory(source: str, target: str) -> None:
+    """Move ``source`` to ``target``, replacing any existing directory there."""
+    if not os.path.exists(target):
+        os.rename(source, target)
+        return
+    retired = os.path.join(
+        os.path.dirname(target), f".{os.path.basename(target)}.replaced-{uuid.uuid4().hex[:8]}"
+    )
+    os.rename(target, retired)
+    os.rename(source, target)
+    shutil.rmtree(retired, ignore_errors=True)

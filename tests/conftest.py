@@ -1,0 +1,55 @@
+"""Fixtures shared by the library tests: a tiny random YOLOS, a saved copy, generated data."""
+
+# Standard
+import io
+import pathlib
+import sys
+
+# Third Party
+from PIL import Image
+import numpy as np
+import pytest
+
+# The repository root holds the library and the scripts; tests import both from there.
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+# Local
+from caikit_computer_vision.modules.object_detection import (  # noqa: E402
+    TransformersObjectDetector,
+)
+from caikit_computer_vision.synthetic_data import generate_train_data  # noqa: E402
+from caikit_computer_vision.tiny_yolos import build_tiny_yolos  # noqa: E402
+
+
+def encode_image(array: np.ndarray, image_format: str = "JPEG", mode: str = None) -> bytes:
+    """Encode a numpy image as real file bytes, as a client would send them."""
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def noise_image(width: int, height: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def detector() -> TransformersObjectDetector:
+    """The demo's untrained tiny model (read-only: tests must not train it in place)."""
+    return TransformersObjectDetector(*build_tiny_yolos())
+
+
+@pytest.fixture(scope="session")
+def saved_model_dir(tmp_path_factory, detector) -> pathlib.Path:
+    path = tmp_path_factory.mktemp("models") / "my_model"
+    detector.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def train_dir(tmp_path_factory) -> pathlib.Path:
+    """A small generated training set: ``images/`` and ``labels.txt``."""
+    path = tmp_path_factory.mktemp("train_data")
+    generate_train_data(str(path), num_images=48)
+    return path

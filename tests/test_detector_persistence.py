@@ -1,0 +1,96 @@
+"""bootstrap / save / load: identical predictions, atomic saves, no trust in config.yml paths."""
+
+# Standard
+import os
+import pathlib
+
+# Third Party
+import pytest
+import yaml
+
+# Local
+from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
+from caikit_computer_vision.tiny_yolos import build_tiny_yolos
+
+from .conftest import encode_image, noise_image
+
+IMAGE = encode_image(noise_image(96, 72, seed=11))
+
+
+def _predictions(module):
+    return module.run(IMAGE, threshold=0.0).to_dict()
+
+
+def test_save_then_load_predicts_identically(detector, saved_model_dir):
+    loaded = TransformersObjectDetector.load(str(saved_model_dir))
+    assert _predictions(loaded) == _predictions(detector)
+    config = yaml.safe_load((saved_model_dir / "config.yml").read_text())
+    assert config["module_id"] == TransformersObjectDetector.MODULE_ID
+    assert config["hf_artifact_path"] == "hf_model"
+
+
+def test_save_leaves_no_staging_directories(saved_model_dir):
+    assert [p.name for p in saved_model_dir.parent.iterdir()] == ["my_model"]
+
+
+def test_interrupted_save_leaves_no_loadable_partial_model(tmp_path, detector, monkeypatch):
+    target = tmp_path / "half_model"
+
+    def fail_half_way(*_args, **_kwargs):
+        raise RuntimeError("disk full")
+
+    # The model weights are written; then the processor write fails.
+    monkeypatch.setattr(detector.processor, "save_pretrained", fail_half_way)
+    with pytest.raises(RuntimeError, match="disk full"):
+        detector.save(str(target))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_save_over_an_existing_model_keeps_the_old_one(tmp_path, monkeypatch):
+    target = tmp_path / "my_model"
+    old = TransformersObjectDetector(*build_tiny_yolos(seed=1))
+    old.save(str(target))
+    new = TransformersObjectDetector(*build_tiny_yolos(seed=2))
+    assert _predictions(new) != _predictions(old)
+
+    monkeypatch.setattr(new.processor, "save_pretrained", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        new.save(str(target))
+    assert _predictions(TransformersObjectDetector.load(str(target))) == _predictions(old)
+    assert [p.name for p in tmp_path.iterdir()] == ["my_model"]
+
+
+def test_save_over_an_existing_model_replaces_it(tmp_path):
+    target = tmp_path / "my_model"
+    TransformersObjectDetector(*build_tiny_yolos(seed=1)).save(str(target))
+    new = TransformersObjectDetector(*build_tiny_yolos(seed=2))
+    new.save(str(target))
+    assert _predictions(TransformersObjectDetector.load(str(target))) == _predictions(new)
+    assert [p.name for p in tmp_path.iterdir()] == ["my_model"]
+
+
+def test_bootstrap_from_a_hugging_face_directory(tmp_path, detector):
+    detector.model.save_pretrained(tmp_path)
+    detector.processor.save_pretrained(tmp_path)
+    bootstrapped = TransformersObjectDetector.bootstrap(str(tmp_path))
+    assert _predictions(bootstrapped) == _predictions(detector)
+
+
+def test_bootstrap_refuses_anything_but_a_local_directory(tmp_path):
+    with pytest.raises(ValueError, match="never downloads"):
+        TransformersObjectDetector.bootstrap("hustvl/yolos-tiny")
+
+
+def test_load_refuses_an_artifact_path_outside_the_model(tmp_path, saved_model_dir):
+    copy = tmp_path / "model"
+    copy.mkdir()
+    config = yaml.safe_load((saved_model_dir / "config.yml").read_text())
+    config["hf_artifact_path"] = os.path.relpath(saved_model_dir / "hf_model", copy)
+    (copy / "config.yml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="no valid hf_artifact_path"):
+        TransformersObjectDetector.load(str(copy))
+
+
+def test_load_of_a_directory_without_config_fails_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.yml"):
+        TransformersObjectDetector.load(str(pathlib.Path(tmp_path)))
