@@ -59,6 +59,11 @@ class LabelFileError(ValueError):
         where = self.path if line_number is None else f"{self.path}:{line_number}"
         super().__init__(f"{where}: {problem}; expected '{EXPECTED_LINE_FORMAT}'")
 
+    def __reduce__(self) -> Tuple[type, Tuple[str, Optional[int], str]]:
+        # Exceptions pickle as cls(*args); ours takes three arguments, not the message. Needed
+        # where caikit runs training in a subprocess and sends the error back.
+        return (type(self), (self.path, self.line_number, self.problem))
+
 
 def box_problem(box: LabelledBox) -> Optional[str]:
     """Say what makes ``box`` unusable, or None when it is fine.
@@ -148,10 +153,6 @@ def parse_label_line(line: str, path: str, line_number: int) -> LabelledBox:
     if len(fields) != 3:
         raise fail(f"found {len(fields)} tab-separated field(s), need 3")
     image, label, coordinates_text = (field.strip() for field in fields)
-    if not image:
-        raise fail("the file name is empty")
-    if not label:
-        raise fail("the label is empty")
     if not (coordinates_text.startswith("(") and coordinates_text.endswith(")")):
         raise fail(f"coordinates {coordinates_text!r} must be in parentheses")
     parts = [part.strip() for part in coordinates_text[1:-1].split(",")]

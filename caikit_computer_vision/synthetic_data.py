@@ -72,7 +72,6 @@ _TRAIN_STREAM = 0
 _EXAMPLE_STREAM = 1
 
 
-
 class _PixelBox(NamedTuple):
     """Integer box on pixel edges: a box of pixels 3 to 9 has xmin 3 and xmax 10."""
 
@@ -149,17 +148,21 @@ def _check_arguments(
     seed: int,
     max_objects_per_image: int,
 ) -> None:
-    problems = []
-    if not (isinstance(num_images, int) and num_images >= 1):
-        problems.append(f"num_images must be an int >= 1, got {num_images!r}")
-    if not (isinstance(image_size, int) and image_size >= 16):
-        problems.append(f"image_size must be an int >= 16, got {image_size!r}")
-    if not (isinstance(seed, int) and seed >= 0):
-        problems.append(f"seed must be an int >= 0, got {seed!r}")
-    if not (isinstance(max_objects_per_image, int) and max_objects_per_image >= 1):
-        problems.append(f"max_objects_per_image must be an int >= 1, got {max_objects_per_image!r}")
+    """Raise one ValueError that lists every argument out of range, so one fix is enough."""
+    problems = [
+        f"{name} must be an int >= {minimum}, got {value!r}"
+        for name, value, minimum in (
+            ("num_images", num_images, 1),
+            ("image_size", image_size, 16),
+            ("seed", seed, 0),
+            ("max_objects_per_image", max_objects_per_image, 1),
+        )
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum
+    ]
     if isinstance(labels, str) or not labels:
         problems.append(f"labels must be a non-empty sequence of names, got {labels!r}")
+    elif not all(isinstance(label, str) for label in labels):
+        problems.append(f"labels must all be str, got {list(labels)!r}")
     else:
         if len(set(labels)) != len(labels):
             problems.append(f"labels must be unique, got {list(labels)}")
@@ -167,14 +170,7 @@ def _check_arguments(
             problems.append(
                 f"at most {MAX_LABELS} labels have distinct shape and colour, got {len(labels)}"
             )
-        problems.extend(
-            problem
-            for problem in (
-                label_problem(label) if isinstance(label, str) else f"label {label!r} is not a str"
-                for label in labels
-            )
-            if problem
-        )
+        problems.extend(filter(None, (label_problem(label) for label in labels)))
     if problems:
         error("<CCV28619372E>", ValueError("; ".join(problems)))
 
@@ -275,7 +271,8 @@ def _background(
     """A muted colour, far from every object colour, with a mild linear gradient (float HxWx3)."""
     for _ in range(_BACKGROUND_TRIES):
         base = _hsv_to_rgb(rng.uniform(0.0, 360.0), rng.uniform(0.05, 0.3), rng.uniform(0.2, 0.6))
-        if all(np.linalg.norm(base - colour) >= _MIN_BACKGROUND_DISTANCE for colour in object_colours):
+        distances = [np.linalg.norm(base - colour) for colour in object_colours]
+        if min(distances, default=math.inf) >= _MIN_BACKGROUND_DISTANCE:
             break
     else:
         raise RuntimeError("no background colour far enough from the objects: check the palette")

@@ -42,7 +42,8 @@ def test_box_iou_of_overlapping_disjoint_and_touching_boxes():
 
 
 def test_perfect_predictions_score_one():
-    report = mean_average_precision({"a.jpg": [CAT, DOG]}, {"a.jpg": [hit(CAT, 0.9), hit(DOG, 0.8)]})
+    predictions = {"a.jpg": [hit(CAT, 0.9), hit(DOG, 0.8)]}
+    report = mean_average_precision({"a.jpg": [CAT, DOG]}, predictions)
     assert report == MapReport(per_class={"cat": 1.0, "dog": 1.0}, mean=1.0)
 
 

@@ -3,6 +3,7 @@
 # Standard
 import os
 import pathlib
+import pickle
 import re
 
 # Third Party
@@ -30,6 +31,11 @@ VALID_LINE = "a.jpg\tcat\t(1, 20, 2, 30)"
 def write_text(path: pathlib.Path, text: str) -> str:
     path.write_text(text, encoding="utf-8")
     return str(path)
+
+
+def at(path, line_number: int) -> str:
+    """Regex for the start of an error message about ``path`` line ``line_number``."""
+    return f"^{re.escape(str(path))}:{line_number}: "
 
 
 def write_jpeg(path: pathlib.Path, width: int, height: int) -> None:
@@ -147,16 +153,22 @@ def test_label_file_error_is_a_value_error_for_invalid_argument():
     assert EXPECTED_LINE_FORMAT == "<file>\\t<label>\\t(<x_min>, <x_max>, <y_min>, <y_max>)"
 
 
+def test_label_file_error_survives_pickling():
+    original = LabelFileError("labels.txt", 3, "the label is empty")
+    copy = pickle.loads(pickle.dumps(original))
+    assert (type(copy), str(copy), copy.line_number) == (LabelFileError, str(original), 3)
+
+
 def test_read_labels_file_reports_the_first_bad_line(tmp_path):
     path = write_text(tmp_path / "labels.txt", f"{VALID_LINE}\nbad\nworse\tline\n")
-    with pytest.raises(LabelFileError, match=f"^{re.escape(str(path))}:2: "):
+    with pytest.raises(LabelFileError, match=at(path, 2)):
         read_labels_file(path)
 
 
 def test_read_labels_file_rejects_a_line_that_is_not_utf8(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_bytes(VALID_LINE.encode() + b"\n\xff\xfe.jpg\tcat\t(1, 2, 3, 4)\n")
-    with pytest.raises(LabelFileError, match=f"^{re.escape(str(path))}:2: the line is not UTF-8"):
+    with pytest.raises(LabelFileError, match=at(path, 2) + "the line is not UTF-8"):
         read_labels_file(str(path))
 
 
@@ -235,7 +247,7 @@ def test_load_labelled_images_rejects_a_labels_file_that_is_a_directory(image_di
 
 def test_load_labelled_images_passes_on_label_file_errors(tmp_path, image_dir):
     labels = write_text(tmp_path / "labels.txt", f"{VALID_LINE}\na.jpg\tcat\t(1, 2)\n")
-    with pytest.raises(ValueError, match=f"^{re.escape(labels)}:2: found 2 coordinate"):
+    with pytest.raises(ValueError, match=at(labels, 2) + "found 2 coordinate"):
         load_labelled_images(str(image_dir), labels)
 
 
@@ -244,14 +256,14 @@ def test_load_labelled_images_rejects_an_image_that_is_not_there(tmp_path, image
         tmp_path / "labels.txt",
         f"{VALID_LINE}\nghost.jpg\tcat\t(1, 2, 3, 4)\nghost.jpg\tdog\t(1, 2, 3, 4)\n",
     )
-    with pytest.raises(ValueError, match=f"^{re.escape(labels)}:2: image 'ghost.jpg' is not a file in"):
+    with pytest.raises(ValueError, match=at(labels, 2) + "image 'ghost.jpg' is not a file in"):
         load_labelled_images(str(image_dir), labels)
 
 
 def test_load_labelled_images_rejects_a_file_that_is_not_an_image(tmp_path, image_dir):
     (image_dir / "notes.jpg").write_text("not an image")
     labels = write_text(tmp_path / "labels.txt", f"{VALID_LINE}\n\nnotes.jpg\tcat\t(1, 2, 3, 4)\n")
-    with pytest.raises(ValueError, match=f"^{re.escape(labels)}:3: image 'notes.jpg' .* cannot be decoded"):
+    with pytest.raises(ValueError, match=at(labels, 3) + "image 'notes.jpg' .* cannot be decoded"):
         load_labelled_images(str(image_dir), labels)
 
 
@@ -259,7 +271,7 @@ def test_load_labelled_images_rejects_a_truncated_jpeg(tmp_path, image_dir):
     whole = (image_dir / "a.jpg").read_bytes()
     (image_dir / "cut.jpg").write_bytes(whole[: len(whole) // 2])
     labels = write_text(tmp_path / "labels.txt", "cut.jpg\tcat\t(1, 2, 3, 4)\n")
-    with pytest.raises(ValueError, match=f"^{re.escape(labels)}:1: image 'cut.jpg' .* cannot be decoded"):
+    with pytest.raises(ValueError, match=at(labels, 1) + "image 'cut.jpg' .* cannot be decoded"):
         load_labelled_images(str(image_dir), labels)
 
 
@@ -268,7 +280,7 @@ def test_load_labelled_images_rejects_an_image_over_the_pixel_limit(tmp_path, im
     width = int(MAX_IMAGE_PIXELS**0.5) + 1
     Image.new("1", (width, width)).save(image_dir / "huge.png")
     labels = write_text(tmp_path / "labels.txt", "huge.png\tcat\t(1, 2, 3, 4)\n")
-    with pytest.raises(ValueError, match=f"^{re.escape(labels)}:1: image 'huge.png' .* over the limit"):
+    with pytest.raises(ValueError, match=at(labels, 1) + "image 'huge.png' .* over the limit"):
         load_labelled_images(str(image_dir), labels)
 
 

@@ -42,7 +42,8 @@ def pixels(source) -> np.ndarray:
 def object_bounds(image_pixels: np.ndarray, box: LabelledBox) -> tuple:
     """Bounds of the pixels coloured like the centre of ``box`` (every shape covers its centre)."""
     centre_x, centre_y = int((box.xmin + box.xmax) / 2), int((box.ymin + box.ymax) / 2)
-    colour = np.median(image_pixels[centre_y - 1 : centre_y + 2, centre_x - 1 : centre_x + 2], (0, 1))
+    centre = image_pixels[centre_y - 1 : centre_y + 2, centre_x - 1 : centre_x + 2]
+    colour = np.median(centre.reshape(-1, 3), axis=0)
     # Backgrounds are kept >= 110 (RGB distance) from object colours; JPEG and noise move < 50.
     mask = np.linalg.norm(image_pixels - colour, axis=2) < 50
     columns, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
@@ -202,10 +203,12 @@ def test_render_example_rejects_an_unknown_label():
     "arguments, problem",
     [
         ({"num_images": 0}, "num_images must be an int >= 1"),
+        ({"num_images": True}, "num_images must be an int >= 1"),
         ({"image_size": 15}, "image_size must be an int >= 16"),
         ({"labels": ()}, "labels must be a non-empty sequence"),
         ({"labels": "cat"}, "labels must be a non-empty sequence"),
         ({"labels": ("cat", "cat")}, "labels must be unique"),
+        ({"labels": ("cat", 3)}, "labels must all be str"),
         ({"labels": ("c\tat",)}, "holds a tab or a line break"),
         ({"labels": ("c\nat",)}, "holds a tab or a line break"),
         ({"labels": ("",)}, "the label is empty"),

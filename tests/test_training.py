@@ -1,0 +1,197 @@
+"""train() really fine-tunes: the loss falls, predictions change, and bad arguments say why."""
+
+# Standard
+import hashlib
+import math
+import pathlib
+
+# Third Party
+import pytest
+import torch
+
+# Local
+from caikit_computer_vision.data_model import ObjectDetectionTrainSet
+from caikit_computer_vision.labelled_images import load_labelled_images
+from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
+from caikit_computer_vision.synthetic_data import generate_train_data, render_example
+from caikit_computer_vision.tiny_yolos import build_tiny_yolos
+from caikit_computer_vision.torch_device import select_device
+from caikit_computer_vision.training import fine_tune
+
+from .conftest import encode_image, noise_image
+
+LEARNING_RATE = 1e-3
+
+
+def _train_set(directory: pathlib.Path) -> ObjectDetectionTrainSet:
+    return ObjectDetectionTrainSet(
+        img_dir_path=str(directory / "images"), labels_file=str(directory / "labels.txt")
+    )
+
+
+def _weights(module: TransformersObjectDetector):
+    return {key: value.clone() for key, value in module.model.state_dict().items()}
+
+
+def _tree_digest(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained(saved_model_dir, train_dir) -> TransformersObjectDetector:
+    return TransformersObjectDetector.train(
+        str(saved_model_dir), _train_set(train_dir), num_epochs=3, learning_rate=LEARNING_RATE
+    )
+
+
+def test_fine_tune_lowers_the_loss_and_reports_every_epoch(train_dir):
+    model, processor = build_tiny_yolos()
+    reports = []
+    losses = fine_tune(
+        model=model,
+        processor=processor,
+        images=load_labelled_images(str(train_dir / "images"), str(train_dir / "labels.txt")),
+        num_epochs=10,
+        learning_rate=LEARNING_RATE,
+        batch_size=8,
+        seed=0,
+        device=select_device(),
+        max_aspect_ratio=4.0,
+        on_epoch=reports.append,
+    )
+    assert [report.epoch for report in reports] == list(range(1, 11))
+    assert [report.mean_loss for report in reports] == losses
+    assert all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < 0.9 * losses[0]
+
+
+def test_train_returns_a_new_model_that_predicts_differently(detector, trained):
+    image, _ = render_example("cat")
+    before = detector.run(image, threshold=0.0).to_dict()
+    after = trained.run(image, threshold=0.0).to_dict()
+    assert after != before
+    assert trained is not detector
+    assert trained.model.config.id2label == detector.model.config.id2label
+
+
+def test_train_leaves_the_base_model_on_disk_untouched(saved_model_dir, train_dir):
+    digest = _tree_digest(saved_model_dir)
+    TransformersObjectDetector.train(str(saved_model_dir), _train_set(train_dir), 1, 1e-3)
+    assert _tree_digest(saved_model_dir) == digest
+
+
+def test_trained_model_survives_save_and_load(tmp_path, trained):
+    trained.save(str(tmp_path / "new_model"))
+    loaded = TransformersObjectDetector.load(str(tmp_path / "new_model"))
+    image, _ = render_example("dog")
+    assert loaded.run(image, threshold=0.0).to_dict() == trained.run(image, threshold=0.0).to_dict()
+
+
+def test_training_is_reproducible(saved_model_dir, train_dir):
+    first = TransformersObjectDetector.train(str(saved_model_dir), _train_set(train_dir), 2, 1e-3)
+    second = TransformersObjectDetector.train(str(saved_model_dir), _train_set(train_dir), 2, 1e-3)
+    for key, value in _weights(first).items():
+        assert torch.equal(value, _weights(second)[key]), key
+
+
+def test_num_epochs_and_learning_rate_are_honoured(saved_model_dir, train_dir, trained):
+    def train(epochs, learning_rate):
+        return _weights(
+            TransformersObjectDetector.train(
+                str(saved_model_dir), _train_set(train_dir), epochs, learning_rate
+            )
+        )
+
+    three_epochs = _weights(trained)
+    one_epoch = train(1, LEARNING_RATE)
+    other_rate = train(3, LEARNING_RATE / 10)
+    key = "class_labels_classifier.layers.2.weight"
+    assert not torch.equal(one_epoch[key], three_epochs[key])
+    assert not torch.equal(other_rate[key], three_epochs[key])
+
+
+def test_higher_threshold_keeps_a_subset(trained):
+    image, _ = render_example("cat")
+    everything = trained.run(image, threshold=0.0).detected_objects
+    scores = sorted({d.score for d in everything})
+    assert len(scores) > 1
+    cut = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
+    kept = trained.run(image, threshold=cut).detected_objects
+    assert 0 < len(kept) < len(everything)
+    assert all(d.score > cut for d in kept)
+
+
+def test_new_label_set_gets_a_new_head_with_the_datas_labels(tmp_path, saved_model_dir):
+    generate_train_data(str(tmp_path), num_images=16, labels=("square", "circle", "triangle"))
+    trained = TransformersObjectDetector.train(str(saved_model_dir), _train_set(tmp_path), 1, 1e-3)
+    assert trained.model.config.id2label == {0: "circle", 1: "square", 2: "triangle"}
+    labels = {d.label for d in trained.run(encode_image(noise_image(64, 64)), 0.0).detected_objects}
+    assert labels <= {"circle", "square", "triangle"}
+    # The backbone carries over from the base model; only the classifier is new.
+    base = TransformersObjectDetector.load(str(saved_model_dir))
+    key = "vit.embeddings.patch_embeddings.projection.weight"
+    assert trained.model.state_dict()[key].shape == base.model.state_dict()[key].shape
+
+
+@pytest.mark.parametrize("num_epochs", [0, -1, 1.5, True, "3"])
+def test_bad_num_epochs(saved_model_dir, train_dir, num_epochs):
+    with pytest.raises(ValueError, match="num_epochs must be a whole number >= 1"):
+        TransformersObjectDetector.train(str(saved_model_dir), _train_set(train_dir), num_epochs, 1e-3)
+
+
+@pytest.mark.parametrize("learning_rate", [0.0, -1e-3, math.nan, math.inf, "0.1"])
+def test_bad_learning_rate(saved_model_dir, train_dir, learning_rate):
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
+        TransformersObjectDetector.train(str(saved_model_dir), _train_set(train_dir), 1, learning_rate)
+
+
+def test_missing_image_dir(saved_model_dir, tmp_path, train_dir):
+    train_set = ObjectDetectionTrainSet(
+        img_dir_path=str(tmp_path / "nope"), labels_file=str(train_dir / "labels.txt")
+    )
+    with pytest.raises(ValueError, match="image directory .*nope does not exist"):
+        TransformersObjectDetector.train(str(saved_model_dir), train_set, 1, 1e-3)
+
+
+def test_missing_labels_file(saved_model_dir, tmp_path, train_dir):
+    train_set = ObjectDetectionTrainSet(
+        img_dir_path=str(train_dir / "images"), labels_file=str(tmp_path / "labels.txt")
+    )
+    with pytest.raises(ValueError, match="label file .*labels.txt does not exist"):
+        TransformersObjectDetector.train(str(saved_model_dir), train_set, 1, 1e-3)
+
+
+def _data_with_labels(tmp_path, train_dir, text: str) -> ObjectDetectionTrainSet:
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text(text)
+    return ObjectDetectionTrainSet(
+        img_dir_path=str(train_dir / "images"), labels_file=str(labels_file)
+    )
+
+
+def test_malformed_label_line_names_file_and_line(saved_model_dir, tmp_path, train_dir):
+    good = (train_dir / "labels.txt").read_text().splitlines()[0]
+    train_set = _data_with_labels(tmp_path, train_dir, f"{good}\n00000.jpg cat 1 2 3 4\n")
+    with pytest.raises(ValueError, match=f"{tmp_path / 'labels.txt'}:2:"):
+        TransformersObjectDetector.train(str(saved_model_dir), train_set, 1, 1e-3)
+
+
+def test_box_outside_its_image(saved_model_dir, tmp_path, train_dir):
+    train_set = _data_with_labels(tmp_path, train_dir, "00000.jpg\tcat\t(10, 500, 10, 20)\n")
+    with pytest.raises(ValueError, match="outside"):
+        TransformersObjectDetector.train(str(saved_model_dir), train_set, 1, 1e-3)
+
+
+def test_empty_train_set(saved_model_dir, tmp_path, train_dir):
+    train_set = _data_with_labels(tmp_path, train_dir, "\n")
+    with pytest.raises(ValueError, match="empty"):
+        TransformersObjectDetector.train(str(saved_model_dir), train_set, 1, 1e-3)
+
+
+def test_model_path_that_is_not_a_saved_model(tmp_path, train_dir):
+    with pytest.raises(ValueError, match="is not a saved model directory"):
+        TransformersObjectDetector.train(str(tmp_path), _train_set(train_dir), 1, 1e-3)
