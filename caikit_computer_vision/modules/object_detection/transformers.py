@@ -11,9 +11,6 @@ from typing import Dict, Optional, Union
 import copy
 import math
 import os
-import shutil
-import tempfile
-import uuid
 
 # Third Party
 from transformers import YolosForObjectDetection
@@ -29,6 +26,7 @@ from caikit.interfaces.vision.data_model.backends import image_pil_backend
 import alog
 
 # Local
+from ...atomic_dirs import staged_directory
 from ...data_model import (
     BoundingBox,
     DetectedObject,
@@ -97,20 +95,12 @@ class TransformersObjectDetector(ModuleBase):
         place at the end, so a runtime that lazy-loads from the models directory never sees half
         a model, and a failed save leaves an existing model at ``model_path`` untouched.
         """
-        target = os.path.abspath(model_path)
-        parent = os.path.dirname(target)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.saving-", dir=parent)
-        try:
-            with ModuleSaver(self, model_path=staging) as saver:
+        with staged_directory(model_path) as staging:
+            with ModuleSaver(self, model_path=str(staging)) as saver:
                 relative_dir, absolute_dir = saver.add_dir(HF_ARTIFACTS_DIR)
                 self.model.save_pretrained(absolute_dir)
                 self.processor.save_pretrained(absolute_dir)
                 saver.update_config({"hf_artifact_path": os.path.normpath(relative_dir)})
-            _replace_directory(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, model_path: Union[str, ModuleConfig]) -> "TransformersObjectDetector":
@@ -295,16 +285,3 @@ def _with_labels(
         missing,
     )
     return new_model
-
-
-def _replace_directory(source: str, target: str) -> None:
-    """Move ``source`` to ``target``, replacing any existing directory there."""
-    if not os.path.exists(target):
-        os.rename(source, target)
-        return
-    retired = os.path.join(
-        os.path.dirname(target), f".{os.path.basename(target)}.replaced-{uuid.uuid4().hex[:8]}"
-    )
-    os.rename(target, retired)
-    os.rename(source, target)
-    shutil.rmtree(retired, ignore_errors=True)

@@ -1,0 +1,80 @@
+"""Make what the runtime demo needs on disk: the base model and the training set.
+
+Both are written to a temporary directory beside their target and renamed into place, so an
+interrupted launcher never leaves half a model or half a data set behind.
+"""
+
+# Standard
+from typing import Dict, List, Sequence
+import pathlib
+
+# First Party
+import alog
+
+# Local
+from .atomic_dirs import staged_directory
+from .defaults import DEFAULT_LABELS, DEFAULT_SEED, IMAGES_DIR_NAME, LABELS_FILE_NAME
+from .modules.object_detection import TransformersObjectDetector
+from .synthetic_data import generate_train_data, render_example
+from .tiny_yolos import build_tiny_yolos
+
+log = alog.use_channel("CCVDEMO")
+
+
+def create_base_model(
+    model_dir: pathlib.Path,
+    architecture: str = "tiny",
+    labels: Sequence[str] = DEFAULT_LABELS,
+    seed: int = DEFAULT_SEED,
+) -> TransformersObjectDetector:
+    """Build a random YOLOS, check that it runs on a real JPEG, and save it to ``model_dir``."""
+    module = TransformersObjectDetector(*build_tiny_yolos(labels, architecture, seed))
+    image, _ = render_example(labels[0], seed=seed, labels=labels)
+    # Sanity inference: a model that cannot predict must never reach models/.
+    result = module.run(image, threshold=0.0)
+    if not result.detected_objects:
+        raise RuntimeError("the new model detected nothing at threshold 0; not saving it")
+    module.save(str(model_dir))
+    return module
+
+
+def create_train_data(
+    train_dir: pathlib.Path,
+    num_images: int,
+    query_image_name: str,
+    query_label: str,
+    seed: int = DEFAULT_SEED,
+) -> None:
+    """Generate ``num_images`` labelled JPEGs into ``train_dir`` (replacing what was there),
+    plus one held-out query image with a ``query_label`` object, named ``query_image_name``.
+    """
+    with staged_directory(train_dir) as staging:
+        generate_train_data(str(staging), num_images=num_images, seed=seed)
+        query, _ = render_example(query_label, seed=seed)
+        (staging / query_image_name).write_bytes(query)
+
+
+def train_data_paths(train_dir: pathlib.Path) -> Dict[str, pathlib.Path]:
+    """Where a generated training set keeps its images and its label file."""
+    return {
+        "img_dir_path": pathlib.Path(train_dir) / IMAGES_DIR_NAME,
+        "labels_file": pathlib.Path(train_dir) / LABELS_FILE_NAME,
+    }
+
+
+def missing_demo_assets(
+    models_dir: pathlib.Path,
+    base_model_id: str,
+    train_dir: pathlib.Path,
+    protos_dir: pathlib.Path,
+) -> List[str]:
+    """Describe each thing the demo expects on disk that is not there (empty list: all good)."""
+    missing = []
+    if not (pathlib.Path(models_dir) / base_model_id / "config.yml").is_file():
+        missing.append(f"the base model {pathlib.Path(models_dir) / base_model_id}")
+    for role, path in train_data_paths(train_dir).items():
+        if not path.exists():
+            missing.append(f"the training data's {role.split('_')[0]} {path}")
+    if not any(pathlib.Path(protos_dir).glob("*.proto")):
+        missing.append(f"the dumped .proto files in {protos_dir}")
+    return missing

@@ -1,0 +1,145 @@
+"""Write the interfaces caikit generates for this library: gRPC ``.proto`` files and ``openapi.json``.
+
+The files are exactly what caikit's ``dump_grpc_services`` and ``dump_http_services`` produce;
+clients compile the ``.proto`` files with ``grpc_tools.protoc``. This module adds two things
+caikit's own dump CLI lacks: the directory is replaced atomically (a failed dump leaves the
+previous one untouched), and the calling process keeps its caikit config, signal handlers and
+model manager, so a launcher can dump in-process and then start the runtime.
+"""
+
+# Standard
+from typing import Any, Dict, Iterator, List
+import contextlib
+import copy
+import os
+import pathlib
+import shutil
+import signal
+import tempfile
+import threading
+import uuid
+
+# First Party
+from caikit.config import get_config
+from caikit.runtime.dump_services import dump_grpc_services, dump_http_services
+from caikit.runtime.model_management.model_manager import ModelManager
+import caikit
+
+# Config in force only while dumping. dump_http_services builds the whole HTTP app just to read
+# its OpenAPI document: without these overrides that app would load (or, with
+# lazy_load_local_models, demand) the models directory and bind the metrics port, which fails
+# while a runtime is already serving on it.
+DUMP_CONFIG_OVERRIDES: Dict[str, Any] = {
+    "runtime": {
+        "local_models_dir": "",
+        "lazy_load_local_models": False,
+        "metrics": {"enabled": False},
+    }
+}
+
+
+def dump_interfaces(output_dir: pathlib.Path) -> List[pathlib.Path]:
+    """Replace ``output_dir`` with caikit's gRPC and HTTP interfaces for the configured library.
+
+    Contract:
+      * Before calling, configure caikit for the runtime (``runtime.library``,
+        ``runtime.service_generation.package``, ...), e.g. ``common.configure_caikit()``: the
+        dump describes the services a runtime with that config would serve. Every module
+        registered with caikit under ``runtime.library`` is included.
+      * Everything is written into a new temporary directory beside ``output_dir``, which then
+        takes the place of ``output_dir`` (created with its parents if missing). If the dump
+        raises, the temporary directory is removed and ``output_dir`` is left as it was. Files
+        there that caikit no longer generates do not survive a successful dump.
+      * The process is left as it was found: the caikit config values in
+        ``DUMP_CONFIG_OVERRIDES``, the SIGINT/SIGTERM handlers and the absence of a
+        ``ModelManager`` are restored, so a runtime started afterwards in the same process
+        behaves as configured. What stays: the generated message classes (the same ones a
+        runtime registers) and alog, which the HTTP app configures from the caikit config.
+
+    Returns:
+        The files written (every ``.proto`` file and ``openapi.json``), sorted by name, as paths
+        inside ``output_dir``.
+    """
+    target = pathlib.Path(output_dir).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.dumping-", dir=target.parent)
+    )
+    try:
+        with _process_state_kept(), _caikit_config(DUMP_CONFIG_OVERRIDES):
+            dump_grpc_services(str(staging), write_modules_file=False)
+            dump_http_services(str(staging))
+        replace_directory(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return sorted(path for path in target.iterdir() if path.is_file())
+
+
+def replace_directory(source: pathlib.Path, target: pathlib.Path) -> None:
+    """Move the directory ``source`` to ``target``, replacing any directory already there.
+
+    ``source`` must sit beside ``target`` (same file system), so each step is a rename: a reader
+    of ``target`` sees the old content or the new one, never a mixture.
+    """
+    if not target.exists():
+        os.rename(source, target)
+        return
+    retired = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
+    os.rename(target, retired)
+    try:
+        os.rename(source, target)
+    except BaseException:
+        os.rename(retired, target)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _caikit_config(overrides: Dict[str, Any]) -> Iterator[None]:
+    """Apply ``overrides`` to caikit's global config, then put the previous values back."""
+    previous = _values_at(overrides, get_config())
+    caikit.configure(config_dict=copy.deepcopy(overrides))
+    try:
+        yield
+    finally:
+        caikit.configure(config_dict=previous)
+
+
+def _values_at(shape: Dict[str, Any], config: Dict[str, Any]) -> Dict[str, Any]:
+    """The values ``config`` holds at the keys of the nested dict ``shape`` (None if unset)."""
+    values = {}
+    for key, value in shape.items():
+        current = (config or {}).get(key)
+        values[key] = _values_at(value, current) if isinstance(value, dict) else current
+    return values
+
+
+@contextlib.contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """Undo what building caikit's HTTP app does to the process, besides registering protos.
+
+    The app installs SIGINT/SIGTERM handlers that stop it (and replace KeyboardInterrupt), and
+    creates the process-wide ModelManager from the dump-time config; a runtime started later in
+    this process would reuse that manager, with model loading switched off.
+    """
+    signals = (signal.SIGINT, signal.SIGTERM)
+    # Handlers can only be read and set from the main thread; elsewhere caikit sets none either.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in signals} if in_main_thread else {}
+    had_model_manager = _current_model_manager() is not None
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        manager = _current_model_manager()
+        if manager is not None and not had_model_manager:
+            manager.shut_down()
+            # caikit has no public reset of its singleton; the next get_instance() builds anew.
+            ModelManager._ModelManager__instance = None  # pylint: disable=protected-access
+
+
+def _current_model_manager():
+    """The ModelManager singleton if one was built, without building it."""
+    return ModelManager._ModelManager__instance  # pylint: disable=protected-access

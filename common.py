@@ -1,0 +1,90 @@
+"""Every path, model id, port and default of the example's scripts, in one place.
+
+Ports come from the caikit config (runtime_config.yaml plus its environment overrides such as
+RUNTIME_GRPC_PORT), so a port is written down once, in runtime_config.yaml. Generated
+directories are relative to the current working directory: run the scripts from the directory
+where models/ and train_data/ should live (the repository root in the README).
+"""
+
+# Standard
+from typing import Dict
+import os
+import pathlib
+
+# Third Party
+import yaml
+
+REPO_DIR = pathlib.Path(__file__).resolve().parent
+RUNTIME_CONFIG = REPO_DIR / "runtime_config.yaml"
+
+WORK_DIR = pathlib.Path.cwd()
+MODELS_DIR = WORK_DIR / "models"
+TRAIN_DATA_DIR = WORK_DIR / "train_data"
+PROTOS_DIR = WORK_DIR / "protos"
+GENERATED_DIR = WORK_DIR / "generated"
+
+# A JPEG the client sends to predict: drawn like the training images but from a random stream
+# they never use, so the demo predicts on an image the model has not seen.
+QUERY_IMAGE = TRAIN_DATA_DIR / "query.jpg"
+# The layout caikit_computer_vision.synthetic_data writes (tests/test_common.py checks it).
+TRAIN_IMAGES_DIR = TRAIN_DATA_DIR / "images"
+TRAIN_LABELS_FILE = TRAIN_DATA_DIR / "labels.txt"
+QUERY_LABEL = "cat"
+
+BASE_MODEL_ID = "my_model"
+TRAINED_MODEL_ID = "new_model"
+
+# Generated training set: enough images for the demo model to learn the two shapes.
+NUM_TRAIN_IMAGES = 256
+
+# Defaults of the train request sent by run_train_and_inference.py.
+DEFAULT_NUM_EPOCHS = 60
+DEFAULT_LEARNING_RATE = 1e-3
+# Score threshold of the demo's predict request.
+DEFAULT_THRESHOLD = 0.5
+# How long the client waits for training to finish, and how often it asks.
+TRAINING_TIMEOUT_S = 600.0
+STATUS_POLL_INTERVAL_S = 0.5
+# How long the client keeps retrying the first predict while the runtime loads the new model.
+SERVABLE_TIMEOUT_S = 60.0
+
+# Where the launcher listens and where the client connects: this machine only, by default.
+BIND_HOST = "127.0.0.1"
+HOST = "127.0.0.1"
+
+
+def configure_caikit() -> None:
+    """Load runtime_config.yaml (and environment overrides) into caikit's global config."""
+    # First Party
+    import caikit  # pylint: disable=import-outside-toplevel
+
+    caikit.configure(str(RUNTIME_CONFIG))
+
+
+def runtime_ports() -> Dict[str, int]:
+    """The gRPC, HTTP and metrics ports of runtime_config.yaml, after environment overrides.
+
+    Read without caikit, because the client must not import it (see vision_client). The
+    override rule is caikit's: a key's path in capitals, e.g. RUNTIME_GRPC_PORT.
+    """
+    runtime = yaml.safe_load(RUNTIME_CONFIG.read_text())["runtime"]
+    return {
+        server: int(os.environ.get(f"RUNTIME_{server.upper()}_PORT", runtime[server]["port"]))
+        for server in ("grpc", "http", "metrics")
+    }
+
+
+def runtime_grpc_port() -> int:
+    return runtime_ports()["grpc"]
+
+
+def for_runtime(path: pathlib.Path) -> str:
+    """``path`` as the runtime should read it: relative to the shared working directory."""
+    return str(pathlib.Path(path).relative_to(WORK_DIR))
+
+
+# -- dump_protos.py -------------------------------------------------------------------------------
+# Its log level: warnings (such as caikit's "Cannot generate task rpc" of --show-conflict) and
+# errors, without the start-up messages of the HTTP app built for openapi.json. LOG_LEVEL
+# overrides it, like any caikit config key.
+DUMP_LOG_LEVEL = "warning"

@@ -1,0 +1,97 @@
+"""Train a new model through the runtime's gRPC API, wait for it, and predict with it.
+
+Start the runtime first (python3 launch_vision_runtime.py --purge_dirs), then, from the same
+directory:
+
+    python3 run_train_and_inference.py
+"""
+
+# Standard
+import argparse
+import sys
+import time
+
+# Third Party
+import grpc
+
+# Local
+from vision_client import calls, stubs
+import common
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=common.HOST, help="runtime host (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="runtime gRPC port (default: runtime_config.yaml)"
+    )
+    parser.add_argument("--base-model", default=common.BASE_MODEL_ID, help="model to fine-tune")
+    parser.add_argument("--model-id", default=common.TRAINED_MODEL_ID, help="id of the new model")
+    parser.add_argument("--num-epochs", type=int, default=common.DEFAULT_NUM_EPOCHS)
+    parser.add_argument("--learning-rate", type=float, default=common.DEFAULT_LEARNING_RATE)
+    parser.add_argument(
+        "--image", default=str(common.QUERY_IMAGE), help="JPEG/PNG to predict on (%(default)s)"
+    )
+    parser.add_argument("--threshold", type=float, default=common.DEFAULT_THRESHOLD)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=common.TRAINING_TIMEOUT_S,
+        help="seconds to wait for training (default: %(default)s)",
+    )
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    port = args.port or common.runtime_grpc_port()
+
+    reason = stubs.why_stale(common.PROTOS_DIR, common.GENERATED_DIR)
+    if reason:
+        print(f"Compiling {common.PROTOS_DIR}/*.proto into {common.GENERATED_DIR}/ ({reason})")
+        stubs.compile_stubs(common.PROTOS_DIR, common.GENERATED_DIR)
+    api = stubs.load_stubs(common.GENERATED_DIR)
+    with open(args.image, "rb") as image_file:
+        image = image_file.read()
+
+    channel = grpc.insecure_channel(f"{args.host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=10)
+    except grpc.FutureTimeoutError:
+        print(f"No runtime answers on {args.host}:{port}: is launch_vision_runtime.py running?")
+        return 1
+
+    print(
+        f"Training '{args.model_id}' from '{args.base_model}' on {common.TRAIN_IMAGES_DIR} "
+        f"({args.num_epochs} epochs, learning rate {args.learning_rate})"
+    )
+    training_id = calls.start_training(
+        api,
+        channel,
+        model_name=args.model_id,
+        model_path=common.for_runtime(common.MODELS_DIR / args.base_model),
+        img_dir_path=common.for_runtime(common.TRAIN_IMAGES_DIR),
+        labels_file=common.for_runtime(common.TRAIN_LABELS_FILE),
+        num_epochs=args.num_epochs,
+        learning_rate=args.learning_rate,
+    )
+    try:
+        outcome = calls.wait_for_training(
+            api, channel, training_id, args.timeout, common.STATUS_POLL_INTERVAL_S
+        )
+    except calls.TrainingFailed as err:
+        print(f"Training failed: {err}")
+        return 1
+    print(f"Training finished in {outcome.seconds:.1f} s")
+
+    result = calls.predict(
+        api, channel, args.model_id, image, args.threshold, common.SERVABLE_TIMEOUT_S
+    )
+    servable_s = time.monotonic() - outcome.completed_at
+    print(f"First prediction from '{args.model_id}' {servable_s:.2f} s after training completed:")
+    print("\n".join(calls.format_detections(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

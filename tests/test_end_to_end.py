@@ -1,0 +1,107 @@
+"""The example as a newcomer runs it: launcher --purge_dirs, then the train-and-inference client.
+
+Everything happens in a temporary directory on free loopback ports; the runtime is stopped by
+its process id even when a test fails.
+"""
+
+# Standard
+import base64
+import pathlib
+import subprocess
+import sys
+
+# Third Party
+import pytest
+
+from .runtime_process import CLIENT, start_runtime
+
+CLIENT_EPOCHS = "10"
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp("example")
+    runtime = start_runtime(work_dir, ["--purge_dirs"])
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+@pytest.fixture(scope="module")
+def client_run(runtime):
+    return subprocess.run(
+        [sys.executable, str(CLIENT), "--num-epochs", CLIENT_EPOCHS, "--threshold", "0.0"],
+        cwd=runtime.work_dir,
+        env=runtime.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_purge_dirs_creates_model_data_and_protos(runtime):
+    work_dir: pathlib.Path = runtime.work_dir
+    assert (work_dir / "models" / "my_model" / "config.yml").is_file()
+    assert (work_dir / "train_data" / "labels.txt").is_file()
+    assert len(list((work_dir / "train_data" / "images").glob("*.jpg"))) == 256
+    assert (work_dir / "train_data" / "query.jpg").is_file()
+    assert (work_dir / "protos" / "ccv.objectdetectiontaskrequest.proto").is_file()
+    assert (work_dir / "protos" / "openapi.json").is_file()
+    assert f"gRPC on 127.0.0.1:{runtime.ports['grpc']}" in runtime.log()
+
+
+def test_client_trains_and_predicts_with_the_new_model(runtime, client_run):
+    assert client_run.returncode == 0, client_run.stdout + client_run.stderr
+    out = client_run.stdout
+    assert "Compiling" in out and "(no compiled stubs" in out
+    assert "COMPLETED" in out
+    assert "First prediction from 'new_model'" in out
+    assert "label         score" in out
+    assert (runtime.work_dir / "generated" / "computervisionservice_pb2_grpc.py").is_file()
+
+
+def test_new_model_is_on_disk_and_differs_from_the_base(runtime, client_run):
+    models = runtime.work_dir / "models"
+    new_weights = models / "new_model" / "hf_model" / "model.safetensors"
+    assert (models / "new_model" / "config.yml").is_file()
+    assert new_weights.read_bytes() != (models / "my_model" / "hf_model" / "model.safetensors").read_bytes()
+
+
+def test_prediction_has_the_expected_fields(runtime, client_run):
+    image = (runtime.work_dir / "train_data" / "query.jpg").read_bytes()
+    result = runtime.http_json(
+        "/api/v1/task/object-detection",
+        {
+            "model_id": "new_model",
+            "inputs": base64.b64encode(image).decode(),
+            "parameters": {"threshold": 0.0},
+        },
+    )
+    assert result["producer_id"]["name"] == "Transformers Object Detector"
+    assert result["detected_objects"]
+    for detected in result["detected_objects"]:
+        assert detected["label"] in ("cat", "dog")
+        assert 0.0 <= detected["score"] <= 1.0
+        box = detected["box"]
+        assert 0 <= box["xmin"] <= box["xmax"] <= 64
+        assert 0 <= box["ymin"] <= box["ymax"] <= 64
+
+
+def test_second_client_run_reuses_the_compiled_stubs(runtime, client_run):
+    again = subprocess.run(
+        [sys.executable, str(CLIENT), "--num-epochs", "1", "--model-id", "another_model"],
+        cwd=runtime.work_dir,
+        env=runtime.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Compiling" not in again.stdout
+    assert (runtime.work_dir / "models" / "another_model" / "config.yml").is_file()
+
+
+def test_runtime_stops_cleanly_on_sigterm(runtime, client_run):
+    assert runtime.stop() == 0, runtime.log()
+    assert "runtime stopped" in runtime.log()
