@@ -13,7 +13,8 @@ import sys
 # Third Party
 import pytest
 
-from .runtime_process import CLIENT, start_runtime
+# Local
+from vision_client.local_runtime import CLIENT, start_runtime
 
 CLIENT_EPOCHS = "10"
 

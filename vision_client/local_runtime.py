@@ -1,7 +1,8 @@
-"""Start the example's runtime (launch_vision_runtime.py) as a child process for a test.
+"""Run the example's runtime (launch_vision_runtime.py) as a child process.
 
-It listens on 127.0.0.1 on free ports, runs in a temporary working directory, and is always
-stopped by its own process id.
+Used by the one-command demo and by the end-to-end tests: the child listens on 127.0.0.1
+(on free ports unless told which), runs in a chosen working directory, and is stopped by its
+own process id.
 """
 
 # Standard
@@ -76,10 +77,16 @@ def runtime_env(ports: Dict[str, int]) -> Dict[str, str]:
 
 
 def start_runtime(
-    work_dir: pathlib.Path, args: List[str], ready_timeout: float = 180.0
+    work_dir: pathlib.Path,
+    args: List[str],
+    ports: Optional[Dict[str, int]] = None,
+    ready_timeout: float = 180.0,
 ) -> RuntimeProcess:
-    """Launch the runtime in ``work_dir`` and wait until HTTP /health answers and gRPC accepts."""
-    ports = {name: free_port() for name in ("grpc", "http", "metrics")}
+    """Launch the runtime in ``work_dir`` and wait until HTTP /health answers and gRPC accepts.
+
+    ``ports`` maps grpc/http/metrics to port numbers; by default, free ones are picked.
+    """
+    ports = ports or {name: free_port() for name in ("grpc", "http", "metrics")}
     log_path = work_dir / "runtime.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
