@@ -10,7 +10,7 @@ import io
 import pathlib
 
 # Third Party
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 import numpy as np
 
 # First Party
@@ -77,10 +77,11 @@ def decode_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Ima
         )
     except (OSError, SyntaxError, EOFError) as err:
         # UnidentifiedImageError and "image file is truncated" are OSErrors.
+        reason = "unknown format" if isinstance(err, UnidentifiedImageError) else str(err)
         error(
             "<CCV71302566E>",
             ValueError(
-                f"inputs ({len(source)} bytes) is not a complete image ({err}): {_SUPPORTED}"
+                f"inputs ({len(source)} bytes) is not a complete image ({reason}): {_SUPPORTED}"
             ),
         )
     return to_rgb(image)
