@@ -1,29 +1,29 @@
-"""Write the interfaces caikit generates for this library: gRPC ``.proto`` files and ``openapi.json``.
+"""Write the interfaces caikit generates for this library: ``.proto`` files and ``openapi.json``.
 
 The files are exactly what caikit's ``dump_grpc_services`` and ``dump_http_services`` produce;
 clients compile the ``.proto`` files with ``grpc_tools.protoc``. This module adds two things
-caikit's own dump CLI lacks: the directory is replaced atomically (a failed dump leaves the
-previous one untouched), and the calling process keeps its caikit config, signal handlers and
-model manager, so a launcher can dump in-process and then start the runtime.
+caikit's own dump CLI lacks: the directory is replaced atomically (``atomic_dirs``: a failed
+dump leaves the previous one untouched), and the calling process keeps its caikit config, signal
+handlers and model manager, so a launcher can dump in-process and then start the runtime.
 """
 
 # Standard
 from typing import Any, Dict, Iterator, List
 import contextlib
 import copy
-import os
 import pathlib
-import shutil
 import signal
-import tempfile
 import threading
-import uuid
 
 # First Party
 from caikit.config import get_config
+from caikit.core.data_model.dataobject import get_generated_proto_classes
 from caikit.runtime.dump_services import dump_grpc_services, dump_http_services
 from caikit.runtime.model_management.model_manager import ModelManager
 import caikit
+
+# Local
+from .atomic_dirs import staged_directory
 
 # Config in force only while dumping. dump_http_services builds the whole HTTP app just to read
 # its OpenAPI document: without these overrides that app would load (or, with
@@ -37,6 +37,10 @@ DUMP_CONFIG_OVERRIDES: Dict[str, Any] = {
     }
 }
 
+# Package prefix of the request wrappers that caikit's HTTP app generates for itself (see
+# caikit/runtime/http_server/http_server.py). They are no part of the gRPC interface.
+HTTP_APP_PROTO_PACKAGE_PREFIX = "caikit.http."
+
 
 def dump_interfaces(output_dir: pathlib.Path) -> List[pathlib.Path]:
     """Replace ``output_dir`` with caikit's gRPC and HTTP interfaces for the configured library.
@@ -46,6 +50,9 @@ def dump_interfaces(output_dir: pathlib.Path) -> List[pathlib.Path]:
         ``runtime.service_generation.package``, ...), e.g. ``common.configure_caikit()``: the
         dump describes the services a runtime with that config would serve. Every module
         registered with caikit under ``runtime.library`` is included.
+      * Call it once per process, before a runtime (a caikit HTTP app) is built in it. caikit
+        writes a .proto file for every message class generated in the process, and an HTTP app
+        adds request wrappers of its own, which a later dump would include (RuntimeError).
       * Everything is written into a new temporary directory beside ``output_dir``, which then
         takes the place of ``output_dir`` (created with its parents if missing). If the dump
         raises, the temporary directory is removed and ``output_dir`` is left as it was. Files
@@ -60,39 +67,29 @@ def dump_interfaces(output_dir: pathlib.Path) -> List[pathlib.Path]:
         The files written (every ``.proto`` file and ``openapi.json``), sorted by name, as paths
         inside ``output_dir``.
     """
+    _check_no_http_app_protos()
     target = pathlib.Path(output_dir).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.dumping-", dir=target.parent)
-    )
-    try:
+    with staged_directory(target) as staging:
         with _process_state_kept(), _caikit_config(DUMP_CONFIG_OVERRIDES):
             dump_grpc_services(str(staging), write_modules_file=False)
             dump_http_services(str(staging))
-        replace_directory(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return sorted(path for path in target.iterdir() if path.is_file())
 
 
-def replace_directory(source: pathlib.Path, target: pathlib.Path) -> None:
-    """Move the directory ``source`` to ``target``, replacing any directory already there.
-
-    ``source`` must sit beside ``target`` (same file system), so each step is a rename: a reader
-    of ``target`` sees the old content or the new one, never a mixture.
-    """
-    if not target.exists():
-        os.rename(source, target)
-        return
-    retired = target.with_name(f".{target.name}.replaced-{uuid.uuid4().hex[:8]}")
-    os.rename(target, retired)
-    try:
-        os.rename(source, target)
-    except BaseException:
-        os.rename(retired, target)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
+def _check_no_http_app_protos() -> None:
+    http_packages = sorted(
+        {
+            proto_class.DESCRIPTOR.file.package
+            for proto_class in get_generated_proto_classes()
+            if proto_class.DESCRIPTOR.file.package.startswith(HTTP_APP_PROTO_PACKAGE_PREFIX)
+        }
+    )
+    if http_packages:
+        raise RuntimeError(
+            f"a caikit HTTP app was already built in this process (messages in {http_packages}),"
+            " so the dump would contain its private request wrappers: dump the interfaces "
+            "before starting a runtime, or in a fresh process (python3 dump_protos.py)"
+        )
 
 
 @contextlib.contextmanager
