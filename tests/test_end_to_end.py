@@ -103,6 +103,21 @@ def test_second_client_run_reuses_the_compiled_stubs(runtime, client_run):
     assert (runtime.work_dir / "models" / "another_model" / "config.yml").is_file()
 
 
+def test_client_reports_a_failed_training_and_exits_1(runtime, client_run):
+    failed = subprocess.run(
+        [sys.executable, str(CLIENT), "--base-model", "no_such_model", "--model-id", "broken"],
+        cwd=runtime.work_dir,
+        env=runtime.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "ended ERRORED" in failed.stdout
+    assert "is not a saved model directory" in failed.stdout
+    assert not (runtime.work_dir / "models" / "broken").exists()
+
+
 def test_runtime_stops_cleanly_on_sigterm(runtime, client_run):
     assert runtime.stop() == 0, runtime.log()
     assert "runtime stopped" in runtime.log()
