@@ -19,6 +19,18 @@ from vision_client.local_runtime import CLIENT, start_runtime
 CLIENT_EPOCHS = "10"
 
 
+def run_client(runtime, *args: str) -> subprocess.CompletedProcess:
+    """Run run_train_and_inference.py against ``runtime`` from its working directory."""
+    return subprocess.run(
+        [sys.executable, str(CLIENT), *args],
+        cwd=runtime.work_dir,
+        env=runtime.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory):
     work_dir = tmp_path_factory.mktemp("example")
@@ -31,14 +43,7 @@ def runtime(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client_run(runtime):
-    return subprocess.run(
-        [sys.executable, str(CLIENT), "--num-epochs", CLIENT_EPOCHS, "--threshold", "0.0"],
-        cwd=runtime.work_dir,
-        env=runtime.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_client(runtime, "--num-epochs", CLIENT_EPOCHS, "--threshold", "0.0")
 
 
 def test_purge_dirs_creates_model_data_and_protos(runtime):
@@ -90,28 +95,14 @@ def test_prediction_has_the_expected_fields(runtime, client_run):
 
 
 def test_second_client_run_reuses_the_compiled_stubs(runtime, client_run):
-    again = subprocess.run(
-        [sys.executable, str(CLIENT), "--num-epochs", "1", "--model-id", "another_model"],
-        cwd=runtime.work_dir,
-        env=runtime.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run_client(runtime, "--num-epochs", "1", "--model-id", "another_model")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Compiling" not in again.stdout
     assert (runtime.work_dir / "models" / "another_model" / "config.yml").is_file()
 
 
 def test_client_reports_a_failed_training_and_exits_1(runtime, client_run):
-    failed = subprocess.run(
-        [sys.executable, str(CLIENT), "--base-model", "no_such_model", "--model-id", "broken"],
-        cwd=runtime.work_dir,
-        env=runtime.env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    failed = run_client(runtime, "--base-model", "no_such_model", "--model-id", "broken")
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "ended ERRORED" in failed.stdout
     assert "is not a saved model directory" in failed.stdout
