@@ -36,10 +36,12 @@ class RuntimeProcess:
     ports: Dict[str, int]
     process: subprocess.Popen
     log_path: pathlib.Path
+    extra_env: Dict[str, str]
 
     @property
     def env(self) -> Dict[str, str]:
-        return runtime_env(self.ports)
+        """The environment the runtime was started with (for clients that read the config)."""
+        return {**runtime_env(self.ports), **self.extra_env}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -81,10 +83,12 @@ def start_runtime(
     args: List[str],
     ports: Optional[Dict[str, int]] = None,
     ready_timeout: float = 180.0,
+    extra_env: Optional[Dict[str, str]] = None,
 ) -> RuntimeProcess:
     """Launch the runtime in ``work_dir`` and wait until HTTP /health answers and gRPC accepts.
 
     ``ports`` maps grpc/http/metrics to port numbers; by default, free ones are picked.
+    ``extra_env`` adds environment variables (e.g. caikit config overrides) for the child.
     """
     ports = ports or {name: free_port() for name in ("grpc", "http", "metrics")}
     log_path = work_dir / "runtime.log"
@@ -92,12 +96,12 @@ def start_runtime(
         process = subprocess.Popen(
             [sys.executable, str(LAUNCHER), *args],
             cwd=work_dir,
-            env=runtime_env(ports),
+            env={**runtime_env(ports), **(extra_env or {})},
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    runtime = RuntimeProcess(work_dir, ports, process, log_path)
+    runtime = RuntimeProcess(work_dir, ports, process, log_path, dict(extra_env or {}))
     deadline = time.monotonic() + ready_timeout
     try:
         while True:
