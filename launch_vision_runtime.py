@@ -38,6 +38,7 @@ def main() -> int:
     # Imported after configuring caikit: the library reads the config when it is imported.
     # First Party
     from caikit_computer_vision import demo_assets
+    from caikit_computer_vision.atomic_dirs import remove_leftovers
     from caikit_computer_vision.proto_dump import dump_interfaces
     from caikit_computer_vision.runtime_server import serve
 
@@ -66,6 +67,9 @@ def main() -> int:
             return 2
         if missing:
             print("Starting anyway; run with --purge_dirs to recreate them.", file=sys.stderr)
+
+    for leftover in remove_leftovers(common.MODELS_DIR):
+        print(f"Removed {leftover}, left by an interrupted save")
 
     ports = common.runtime_ports()
     print(

@@ -65,16 +65,20 @@ def main() -> int:
         f"Training '{args.model_id}' from '{args.base_model}' on {common.TRAIN_IMAGES_DIR} "
         f"({args.num_epochs} epochs, learning rate {args.learning_rate})"
     )
-    training_id = calls.start_training(
-        api,
-        channel,
-        model_name=args.model_id,
-        model_path=common.for_runtime(common.MODELS_DIR / args.base_model),
-        img_dir_path=common.for_runtime(common.TRAIN_IMAGES_DIR),
-        labels_file=common.for_runtime(common.TRAIN_LABELS_FILE),
-        num_epochs=args.num_epochs,
-        learning_rate=args.learning_rate,
-    )
+    try:
+        training_id = calls.start_training(
+            api,
+            channel,
+            model_name=args.model_id,
+            model_path=common.for_runtime(common.MODELS_DIR / args.base_model),
+            img_dir_path=common.for_runtime(common.TRAIN_IMAGES_DIR),
+            labels_file=common.for_runtime(common.TRAIN_LABELS_FILE),
+            num_epochs=args.num_epochs,
+            learning_rate=args.learning_rate,
+        )
+    except grpc.RpcError as err:
+        print(f"Train request refused ({err.code().name}): {err.details()}")
+        return 1
     try:
         outcome = calls.wait_for_training(
             api, channel, training_id, args.timeout, common.STATUS_POLL_INTERVAL_S

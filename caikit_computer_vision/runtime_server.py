@@ -16,11 +16,17 @@ import grpc
 
 # First Party
 from caikit.config import get_config
+from caikit.runtime.model_management.model_manager import ModelManager
 import alog
+
+# Local
+from .guards.deployment import guard_model_deployment
 
 log = alog.use_channel("CCVSERVE")
 
 LOOPBACK = "127.0.0.1"
+# Section of the caikit config with this library's runtime settings.
+LIBRARY_CONFIG_KEY = "caikit_computer_vision"
 _CAIKIT_GRPC_ADDRESS_PREFIX = "[::]:"
 
 
@@ -47,6 +53,12 @@ def serve(host: str = LOOPBACK) -> None:
             http_server.server.config.host = host
     if grpc_server is None and http_server is None:
         raise ValueError("both runtime.grpc.enabled and runtime.http.enabled are false")
+    library_config = get_config().get(LIBRARY_CONFIG_KEY) or {}
+    guard_model_deployment(
+        ModelManager.get_instance(),
+        allowed=bool(library_config.get("allow_model_deployment", False)),
+        models_dir=runtime.local_models_dir,
+    )
 
     if grpc_server is not None:
         grpc_server.start(blocking=http_server is None)

@@ -101,11 +101,11 @@ def test_second_client_run_reuses_the_compiled_stubs(runtime, client_run):
     assert (runtime.work_dir / "models" / "another_model" / "config.yml").is_file()
 
 
-def test_client_reports_a_failed_training_and_exits_1(runtime, client_run):
+def test_client_reports_a_refused_training_and_exits_1(runtime, client_run):
     failed = run_client(runtime, "--base-model", "no_such_model", "--model-id", "broken")
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "ended ERRORED" in failed.stdout
-    assert "is not a saved model directory" in failed.stdout
+    assert "Train request refused (INVALID_ARGUMENT)" in failed.stdout
+    assert "models/no_such_model is not a saved model directory" in failed.stdout
     assert not (runtime.work_dir / "models" / "broken").exists()
 
 

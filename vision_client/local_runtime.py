@@ -8,7 +8,7 @@ own process id.
 # Standard
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 import json
 import os
 import pathlib
@@ -84,12 +84,16 @@ def start_runtime(
     ports: Optional[Dict[str, int]] = None,
     ready_timeout: float = 180.0,
     extra_env: Optional[Dict[str, str]] = None,
+    ready_check: Optional[Callable[[Dict[str, int]], bool]] = None,
 ) -> RuntimeProcess:
     """Launch the runtime in ``work_dir`` and wait until HTTP /health answers and gRPC accepts.
 
     ``ports`` maps grpc/http/metrics to port numbers; by default, free ones are picked.
     ``extra_env`` adds environment variables (e.g. caikit config overrides) for the child.
+    ``ready_check(ports)`` replaces that readiness test, e.g. for a runtime that serves TLS,
+    where plain-HTTP /health never answers.
     """
+    is_ready = ready_check or _plaintext_ready
     ports = ports or {name: free_port() for name in ("grpc", "http", "metrics")}
     log_path = work_dir / "runtime.log"
     with open(log_path, "wb") as log_file:
@@ -107,7 +111,7 @@ def start_runtime(
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"runtime exited with {process.returncode}:\n{runtime.log()}")
-            if _http_ok(ports["http"]) and _tcp_open(ports["grpc"]):
+            if is_ready(ports):
                 return runtime
             if time.monotonic() > deadline:
                 raise RuntimeError(f"runtime not ready after {ready_timeout} s:\n{runtime.log()}")
@@ -115,6 +119,10 @@ def start_runtime(
     except BaseException:
         runtime.stop()
         raise
+
+
+def _plaintext_ready(ports: Dict[str, int]) -> bool:
+    return _http_ok(ports["http"]) and _tcp_open(ports["grpc"])
 
 
 def _http_ok(port: int) -> bool:

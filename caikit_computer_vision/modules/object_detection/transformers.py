@@ -7,7 +7,7 @@ gives the ``...TransformersObjectDetectorTrainParameters`` message.
 """
 
 # Standard
-from typing import Dict, Optional, Union
+from typing import Dict, List, Union
 import copy
 import math
 import os
@@ -36,7 +36,7 @@ from ...data_model import (
 )
 from ...defaults import DEFAULT_SEED, DEFAULT_THRESHOLD, DEFAULT_TRAIN_BATCH_SIZE
 from ...images import decode_image, pad_to_aspect_ratio
-from ...labelled_images import load_labelled_images
+from ...labelled_images import LabelledImage, load_labelled_images
 from ...torch_device import select_device
 from ...training import fine_tune
 
@@ -181,18 +181,18 @@ class TransformersObjectDetector(ModuleBase):
     # -- training ----------------------------------------------------------------------------
 
     @classmethod
-    def train(
+    def validate_train_arguments(
         cls,
         model_path: str,
         train_data: ObjectDetectionTrainSet,
         num_epochs: int,
         learning_rate: float,
-    ) -> "TransformersObjectDetector":
-        """Fine-tune the model saved at ``model_path`` on ``train_data`` and return a new module.
+    ) -> List[LabelledImage]:
+        """Check everything ``train`` is given, reading the whole training set; return it.
 
-        The whole training set is read and validated before any training starts. If the data
-        names labels the base model does not know, a new classification head is trained with
-        the data's labels (sorted by name); otherwise the base model's head and label ids are kept.
+        Raises ``ValueError``/``TypeError`` (INVALID_ARGUMENT in the runtime) with what to fix.
+        The runtime's trainer guard calls this before accepting a train request, so a bad
+        request is refused by the RPC itself instead of failing later in the background.
         """
         error.type_check("<CCV72813390E>", str, model_path=model_path)
         error.type_check("<CCV72813391E>", ObjectDetectionTrainSet, train_data=train_data)
@@ -218,6 +218,23 @@ class TransformersObjectDetector(ModuleBase):
             "model saved by this module, e.g. models/my_model",
             model_path,
         )
+        return images
+
+    @classmethod
+    def train(
+        cls,
+        model_path: str,
+        train_data: ObjectDetectionTrainSet,
+        num_epochs: int,
+        learning_rate: float,
+    ) -> "TransformersObjectDetector":
+        """Fine-tune the model saved at ``model_path`` on ``train_data`` and return a new module.
+
+        The whole training set is read and validated before any training starts. If the data
+        names labels the base model does not know, a new classification head is trained with
+        the data's labels (sorted by name); otherwise the base model's head and label ids are kept.
+        """
+        images = cls.validate_train_arguments(model_path, train_data, num_epochs, learning_rate)
         base = cls.load(model_path)
         data_labels = sorted({box.label for image in images for box in image.boxes})
         model = _with_labels(base.model, data_labels)

@@ -1,0 +1,36 @@
+"""A caikit model finder that finds models only directly inside ``runtime.local_models_dir``."""
+
+# Standard
+from typing import Optional
+
+# First Party
+from caikit.config import get_config
+from caikit.core.model_management.local_model_finder import LocalModelFinder
+from caikit.core.modules import ModuleConfig
+import alog
+
+# Local
+from .paths import model_dir_problem
+
+log = alog.use_channel("CCVGUARD")
+
+
+class ModelsDirFinder(LocalModelFinder):
+    """LocalModelFinder that refuses any path outside the models directory.
+
+    The runtime hands every model load to the finder, including the lazy loader's fallback that
+    uses a client's ``mm-model-id`` as a path (``/elsewhere/model``, ``../model``). A refusal
+    is a FileNotFoundError, which caikit answers with NOT_FOUND, as for any unknown model.
+    Symlinks are resolved first, so a link inside models/ cannot point the loader elsewhere.
+    """
+
+    name = "CCV_MODELS_DIR"
+
+    def find_model(self, model_path: str, **kwargs) -> Optional[ModuleConfig]:
+        # Read at each call: caikit builds finders once per process, possibly under another
+        # config (dump_interfaces, for one, switches local_models_dir off while it runs).
+        problem = model_dir_problem(model_path, get_config().runtime.local_models_dir)
+        if problem:
+            log.warning("<CCV20830741W>", "refused to load a model: %s", problem)
+            raise FileNotFoundError(problem)
+        return super().find_model(model_path, **kwargs)
