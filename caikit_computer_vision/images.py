@@ -103,19 +103,38 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def pad_to_aspect_ratio(image: Image.Image, max_aspect_ratio: float) -> Image.Image:
+def pad_to_aspect_ratio(
+    image: Image.Image, max_aspect_ratio: float, max_pixels: int = MAX_IMAGE_PIXELS
+) -> Image.Image:
     """Pad the right or bottom edge so that long side / short side <= ``max_aspect_ratio``.
 
     The YOLOS processor scales the long side down to ``longest_edge`` and rounds both sides down
     to a multiple of 16, so a very elongated image (say 320x48 with a small ``longest_edge``)
     would end up zero pixels high. Padding right/bottom keeps every pixel coordinate unchanged,
     so boxes need no shifting afterwards.
+
+    Raises ``ValueError`` when the padded image would exceed ``max_pixels``.
     """
     width, height = image.size
     if max(width, height) <= max_aspect_ratio * min(width, height):
         return image
     new_width = max(width, int(np.ceil(height / max_aspect_ratio)))
     new_height = max(height, int(np.ceil(width / max_aspect_ratio)))
+    # The padding grows with the square of the long side: a 78 kB PNG of 1x40000000 pixels
+    # would need a 10000000x40000000 canvas (MemoryError, i.e. INTERNAL, or the server killed).
+    error.value_check(
+        "<CCV33018453E>",
+        new_width * new_height <= max_pixels,
+        "the image is {}x{}, too elongated: the model needs it padded to {}x{} = {} pixels, "
+        "over the limit of {}: crop it closer to 1:{:g} or send it smaller",
+        width,
+        height,
+        new_width,
+        new_height,
+        new_width * new_height,
+        max_pixels,
+        max_aspect_ratio,
+    )
     canvas = Image.new("RGB", (new_width, new_height))
     canvas.paste(image, (0, 0))
     return canvas

@@ -9,6 +9,10 @@ import threading
 from caikit.config import get_config
 from caikit.core import ModuleBase
 from caikit.core.exceptions import error_handler
+from caikit.core.exceptions.caikit_core_exception import (
+    CaikitCoreException,
+    CaikitCoreStatusCode,
+)
 from caikit.core.model_management.local_model_trainer import LocalModelTrainer
 import aconfig
 import alog
@@ -25,8 +29,8 @@ class GuardedModelTrainer(LocalModelTrainer):
     """LocalModelTrainer that checks a request synchronously, in the Train RPC itself.
 
     caikit runs training in the background, so an error inside ``train`` only shows up later as
-    an ERRORED status. Everything a client can get wrong is checked here instead, and a
-    ``ValueError`` becomes INVALID_ARGUMENT (HTTP 400) on the Train call:
+    an ERRORED status. Everything a client can get wrong is checked here instead, and the Train
+    call itself answers INVALID_ARGUMENT (HTTP 400):
 
     * ``model_name`` is a plain model id, no model of that name exists yet in the output
       directory, and no other training for that name is running (an existing name is refused
@@ -100,7 +104,10 @@ class GuardedModelTrainer(LocalModelTrainer):
                 )
         validate = getattr(module_class, "validate_train_arguments", None)
         if validate is not None:
-            validate(*args, **kwargs)
+            try:
+                validate(*args, **kwargs)
+            except (TypeError, ValueError) as err:
+                raise _invalid_argument(str(err)) from err
 
         with self._submit_lock:
             self._check(
@@ -136,4 +143,13 @@ class GuardedModelTrainer(LocalModelTrainer):
     @staticmethod
     def _check(log_code: str, problem: Optional[str], field: str) -> None:
         if problem:
-            error(log_code, ValueError(f"{field}: {problem}"))
+            error(log_code, _invalid_argument(f"{field}: {problem}"))
+
+
+def _invalid_argument(message: str) -> CaikitCoreException:
+    """The exception both doors map to INVALID_ARGUMENT / HTTP 400.
+
+    caikit's gRPC Train handler also maps ValueError, but its HTTP train route does not (a
+    ValueError there is a 500), so the guard speaks caikit's own exception type.
+    """
+    return CaikitCoreException(CaikitCoreStatusCode.INVALID_ARGUMENT, message)

@@ -33,4 +33,11 @@ class ModelsDirFinder(LocalModelFinder):
         if problem:
             log.warning("<CCV20830741W>", "refused to load a model: %s", problem)
             raise FileNotFoundError(problem)
-        return super().find_model(model_path, **kwargs)
+        try:
+            return super().find_model(model_path, **kwargs)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # a corrupt config.yml: YAML, key or type errors
+            # ValueError: caikit answers NOT_FOUND ("not servable") instead of INTERNAL, and the
+            # runtime goes on serving the other models.
+            raise ValueError(f"{model_path} is not a valid model: config.yml: {err}") from err

@@ -115,8 +115,16 @@ class TransformersObjectDetector(ModuleBase):
             "{} has no valid hf_artifact_path inside the model directory",
             model_dir,
         )
-        model = YolosForObjectDetection.from_pretrained(hf_dir, local_files_only=True)
-        processor = YolosImageProcessorPil.from_pretrained(hf_dir, local_files_only=True)
+        try:
+            model = YolosForObjectDetection.from_pretrained(hf_dir, local_files_only=True)
+            processor = YolosImageProcessorPil.from_pretrained(hf_dir, local_files_only=True)
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            # Missing or corrupt weights/config: a ValueError says "this model is not usable"
+            # (the runtime answers NOT_FOUND) rather than "the server broke" (INTERNAL).
+            error(
+                "<CCV50281950E>",
+                ValueError(f"the model in {model_dir} cannot be loaded: {err}"),
+            )
         return cls(model, processor)
 
     # -- inference ---------------------------------------------------------------------------

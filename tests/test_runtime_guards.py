@@ -1,0 +1,272 @@
+"""No client reaches outside models/ and train_data/, and deployment is off by default.
+
+One runtime with the example's config (deployment disabled) and one with deployment enabled,
+both on free loopback ports in temporary directories; every refusal is checked on the status
+code and on the file system afterwards.
+"""
+
+# Standard
+import base64
+import json
+import os
+import pathlib
+import shutil
+import urllib.error
+import urllib.request
+
+# Third Party
+import grpc
+import pytest
+
+# First Party
+from caikit.interfaces.common.data_model import File
+from caikit.interfaces.runtime.data_model import DeployModelRequest, UndeployModelRequest
+
+# Local
+from caikit_computer_vision.synthetic_data import render_example
+
+from .example_runtime import start_example_runtime
+from .grpc_wire import predict_callable
+
+IMAGE, _ = render_example("cat")
+TRAIN_ROUTE = "/api/v1/ObjectDetectionTaskTransformersObjectDetectorTrain"
+MODEL_MANAGEMENT = "/caikit.runtime.models.ModelManagement"
+
+
+def _tree(path: pathlib.Path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def _http(runtime, method: str, path: str, body=None):
+    """(status, parsed JSON body) of an HTTP call to ``runtime``; errors are returned too."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{runtime.ports['http']}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def _train_body(model_name="trained", model_path="models/my_model", img_dir="train_data/images",
+                labels="train_data/labels.txt", num_epochs=1):
+    return {
+        "model_name": model_name,
+        "parameters": {
+            "model_path": model_path,
+            "train_data": {"img_dir_path": img_dir, "labels_file": labels},
+            "num_epochs": num_epochs,
+            "learning_rate": 0.001,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory, saved_model_dir):
+    """A valid model and a copy of the training data outside the runtime's directories."""
+    root = tmp_path_factory.mktemp("outside")
+    shutil.copytree(saved_model_dir, root / "stolen_model")
+    return root
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory, saved_model_dir, outside):
+    work_dir = tmp_path_factory.mktemp("guarded")
+    models = work_dir / "models"
+    models.mkdir()
+    # A corrupt model and a leftover of a save interrupted by SIGKILL: both must be skipped.
+    (models / "broken").mkdir()
+    (models / "broken" / "config.yml").write_text("module_id: [not, a, module")
+    (models / ".new_model.staging-abc123").mkdir()
+    (models / ".new_model.staging-abc123" / "config.yml").write_text("half")
+    # A symlink inside models/ to a model outside it.
+    os.symlink(outside / "stolen_model", models / "linked_model")
+    runtime = start_example_runtime(work_dir, saved_model_dir)
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+@pytest.fixture(scope="module")
+def predict(runtime):
+    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+        yield predict_callable(channel)
+
+
+def test_corrupt_model_and_leftovers_do_not_stop_the_runtime(runtime, predict):
+    assert predict(IMAGE, 0.0).detected_objects
+    assert not (runtime.work_dir / "models" / ".new_model.staging-abc123").exists()
+    assert "Removed" in runtime.log() and ".new_model.staging-abc123" in runtime.log()
+    with pytest.raises(grpc.RpcError) as raised:
+        predict(IMAGE, model_id="broken")
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    ["ABSOLUTE", "../outside/stolen_model", "../../etc", "linked_model", "nope", "my_model/..", ".."],
+)
+def test_model_ids_never_load_anything_outside_models(runtime, predict, outside, model_id):
+    if model_id == "ABSOLUTE":
+        model_id = str(outside / "stolen_model")
+    elif model_id.startswith("../outside"):
+        model_id = os.path.relpath(outside / "stolen_model", runtime.work_dir / "models")
+    with pytest.raises(grpc.RpcError) as raised:
+        predict(IMAGE, model_id=model_id)
+    assert raised.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+    loaded = [model["name"] for model in runtime.http_json("/info/models")["models"]]
+    assert model_id not in loaded
+    assert all(not name.startswith(("/", ".")) and "/" not in name for name in loaded)
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (_train_body(model_name="a/b"), "model_name"),
+        (_train_body(model_name="../escaped"), "model_name"),
+        (_train_body(model_name=""), "model_name"),
+        (_train_body(model_name="my_model"), "already exists"),
+        (_train_body(model_path="ABSOLUTE"), "model_path"),
+        (_train_body(model_path="models/../models/../../x"), "model_path"),
+        (_train_body(model_path="train_data"), "model_path"),
+        (_train_body(img_dir="ABSOLUTE"), "train_data.img_dir_path"),
+        (_train_body(labels="/etc/passwd"), "train_data.labels_file"),
+        (_train_body(labels="train_data/../../labels.txt"), "train_data.labels_file"),
+        (_train_body(num_epochs=0), "num_epochs"),
+    ],
+    ids=[
+        "slash", "dotdot-name", "empty-name", "existing-name", "abs-model", "dotdot-model",
+        "not-a-model-dir", "abs-images", "abs-labels", "dotdot-labels", "zero-epochs",
+    ],
+)
+def test_bad_train_requests_are_refused_before_any_work(runtime, outside, body, field):
+    params = body["parameters"]
+    if params["model_path"] == "ABSOLUTE":
+        params["model_path"] = str(outside / "stolen_model")
+    if params["train_data"]["img_dir_path"] == "ABSOLUTE":
+        params["train_data"]["img_dir_path"] = str(outside)
+    before = _tree(runtime.work_dir / "models"), _tree(outside)
+    status, answer = _http(runtime, "POST", TRAIN_ROUTE, body)
+    assert status == 400, answer
+    assert field in answer["details"]
+    assert (_tree(runtime.work_dir / "models"), _tree(outside)) == before
+
+
+def test_a_model_name_inside_the_output_dir_name_still_gets_its_own_directory(runtime, predict):
+    """caikit appends model_name only when it is not a substring of the output dir ("models")."""
+    status, job = _http(runtime, "POST", TRAIN_ROUTE, _train_body(model_name="model"))
+    assert status == 200, job
+    _wait_for(runtime, job["training_id"], "COMPLETED")
+    assert (runtime.work_dir / "models" / "model" / "config.yml").is_file()
+    assert predict(IMAGE, 0.0).detected_objects  # my_model is intact
+
+
+def _wait_for(runtime, training_id: str, state: str, timeout: float = 120.0) -> dict:
+    # Standard
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status, info = _http(runtime, "GET", f"/management/trainings?training_id={training_id}")
+        assert status == 200, info
+        if info["state"] == state or time.monotonic() > deadline:
+            return info
+        time.sleep(0.1)
+
+
+def _grpc_management(runtime, method: str, request):
+    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+        call = channel.unary_unary(
+            f"{MODEL_MANAGEMENT}/{method}",
+            request_serializer=lambda message: message.to_proto().SerializeToString(),
+            response_deserializer=lambda raw: raw,
+        )
+        return call(request, timeout=30)
+
+
+def _model_files(saved_model_dir: pathlib.Path, prefix: str = ""):
+    return [
+        File(filename=prefix + str(path.relative_to(saved_model_dir)), data=path.read_bytes())
+        for path in sorted(saved_model_dir.rglob("*"))
+        if path.is_file()
+    ]
+
+
+def test_deploy_and_undeploy_are_refused_by_default(runtime, saved_model_dir):
+    before = _tree(runtime.work_dir)
+    with pytest.raises(grpc.RpcError) as raised:
+        _grpc_management(
+            runtime, "DeployModel",
+            DeployModelRequest(model_id="uploaded", model_files=_model_files(saved_model_dir)),
+        )
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "allow_model_deployment" in raised.value.details()
+    with pytest.raises(grpc.RpcError) as raised:
+        _grpc_management(runtime, "UndeployModel", UndeployModelRequest(model_id="my_model"))
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    files = [{"filename": "config.yml", "data": base64.b64encode(b"x").decode()}]
+    status, _ = _http(runtime, "POST", "/management/models", {"model_id": "../x", "model_files": files})
+    assert status == 403
+    status, _ = _http(runtime, "DELETE", "/management/models?model_id=my_model")
+    assert status == 403
+    assert _tree(runtime.work_dir) == before
+
+
+@pytest.fixture(scope="module")
+def deploying_runtime(tmp_path_factory, saved_model_dir):
+    work_dir = tmp_path_factory.mktemp("deploying")
+    runtime = start_example_runtime(
+        work_dir, saved_model_dir,
+        extra_env={"CAIKIT_COMPUTER_VISION_ALLOW_MODEL_DEPLOYMENT": "true"},
+    )
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+@pytest.mark.parametrize(
+    "model_id, prefix",
+    [("../escaped", ""), ("/tmp/escaped", ""), ("a/b", ""), ("fine", "../../"), ("fine", "/tmp/")],
+)
+def test_enabled_deployment_stays_inside_models(deploying_runtime, saved_model_dir, model_id, prefix):
+    root = deploying_runtime.work_dir
+    before = _tree(root), _tree(root.parent)
+    files = _model_files(saved_model_dir, prefix)
+    with pytest.raises(grpc.RpcError) as raised:
+        _grpc_management(
+            deploying_runtime, "DeployModel", DeployModelRequest(model_id=model_id, model_files=files)
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    http_files = [
+        {"filename": f.filename, "data": base64.b64encode(f.data).decode()} for f in files
+    ]
+    status, _ = _http(
+        deploying_runtime, "POST", "/management/models",
+        {"model_id": model_id, "model_files": http_files},
+    )
+    assert status == 400
+    assert (_tree(root), _tree(root.parent)) == before
+
+
+def test_enabled_deployment_deploys_and_undeploys_inside_models(deploying_runtime, saved_model_dir):
+    root = deploying_runtime.work_dir
+    _grpc_management(
+        deploying_runtime, "DeployModel",
+        DeployModelRequest(model_id="uploaded", model_files=_model_files(saved_model_dir)),
+    )
+    assert (root / "models" / "uploaded" / "config.yml").is_file()
+    with grpc.insecure_channel(f"127.0.0.1:{deploying_runtime.ports['grpc']}") as channel:
+        assert predict_callable(channel)(IMAGE, 0.0, model_id="uploaded").detected_objects
+    status, _ = _http(deploying_runtime, "DELETE", "/management/models?model_id=../models/uploaded")
+    assert status == 400
+    assert (root / "models" / "uploaded").is_dir()
+    status, _ = _http(deploying_runtime, "DELETE", "/management/models?model_id=uploaded")
+    assert status == 200
+    assert not (root / "models" / "uploaded").exists()
