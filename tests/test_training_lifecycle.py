@@ -1,0 +1,128 @@
+"""Training status, cancellation and failures through a real runtime: nothing is ever lost.
+
+Statuses are read over HTTP (/management/trainings, the same servicer as gRPC's
+GetTrainingStatus / CancelTraining).
+"""
+
+# Standard
+import hashlib
+import pathlib
+import signal
+import time
+
+# Third Party
+import grpc
+import pytest
+
+# Local
+from caikit_computer_vision.synthetic_data import generate_train_data, render_example
+from vision_client.local_runtime import start_runtime
+
+from .example_runtime import start_example_runtime
+from .grpc_wire import predict_callable
+from .test_runtime_guards import TRAIN_ROUTE, _http, _train_body, _wait_for
+
+IMAGE, _ = render_example("dog")
+LONG_TRAINING_EPOCHS = 100_000
+
+
+def _digest(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(path)).encode() + file.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory, saved_model_dir):
+    runtime = start_example_runtime(tmp_path_factory.mktemp("lifecycle"), saved_model_dir)
+    try:
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+def _start(runtime, **body) -> str:
+    status, job = _http(runtime, "POST", TRAIN_ROUTE, _train_body(**body))
+    assert status == 200, job
+    return job["training_id"]
+
+
+def test_cancel_stops_a_running_training_within_seconds(runtime):
+    training_id = _start(runtime, model_name="cancelled", num_epochs=LONG_TRAINING_EPOCHS)
+    assert _wait_for(runtime, training_id, "RUNNING")["state"] == "RUNNING"
+    time.sleep(1.0)  # let it get into its epochs
+    asked = time.monotonic()
+    status, info = _http(runtime, "DELETE", f"/management/trainings?training_id={training_id}")
+    assert status == 200, info
+    info = _wait_for(runtime, training_id, "CANCELED", timeout=10)
+    assert info["state"] == "CANCELED"
+    assert time.monotonic() - asked < 5
+    models = runtime.work_dir / "models"
+    assert not (models / "cancelled").exists()
+    assert [p.name for p in models.iterdir()] == ["my_model"]
+
+
+def test_second_training_for_a_running_name_is_refused(runtime):
+    training_id = _start(runtime, model_name="busy", num_epochs=LONG_TRAINING_EPOCHS)
+    try:
+        status, answer = _http(runtime, "POST", TRAIN_ROUTE, _train_body(model_name="busy"))
+        assert status == 400
+        assert "already running" in answer["details"]
+    finally:
+        _http(runtime, "DELETE", f"/management/trainings?training_id={training_id}")
+        _wait_for(runtime, training_id, "CANCELED", timeout=10)
+
+
+def test_failed_training_reports_its_error_and_keeps_every_model(runtime):
+    """The data is valid when the request is accepted and broken before training reads it."""
+    work_dir = runtime.work_dir
+    labels = generate_train_data(str(work_dir / "train_data" / "big"), num_images=1500)
+    last_image = work_dir / "train_data" / "big" / "images" / "01499.jpg"
+    base = _digest(work_dir / "models" / "my_model")
+    training_id = _start(
+        runtime,
+        model_name="doomed",
+        img_dir="train_data/big/images",
+        labels=str(labels.relative_to(work_dir)),
+        num_epochs=1,
+    )
+    last_image.unlink()
+    info = _wait_for(runtime, training_id, "ERRORED", timeout=60)
+    assert info["state"] == "ERRORED"
+    assert "01499.jpg" in " ".join(info["reasons"])
+    assert not (work_dir / "models" / "doomed").exists()
+    assert _digest(work_dir / "models" / "my_model") == base
+    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+        assert predict_callable(channel)(IMAGE, 0.0).detected_objects
+
+
+def test_sigkill_mid_training_loses_nothing_and_restart_serves_every_model(
+    tmp_path, saved_model_dir
+):
+    runtime = start_example_runtime(tmp_path, saved_model_dir)
+    try:
+        done = _start(runtime, model_name="finished", num_epochs=1)
+        assert _wait_for(runtime, done, "COMPLETED")["state"] == "COMPLETED"
+        killed = _start(runtime, model_name="interrupted", num_epochs=LONG_TRAINING_EPOCHS)
+        _wait_for(runtime, killed, "RUNNING")
+        time.sleep(1.0)
+        runtime.process.send_signal(signal.SIGKILL)
+        runtime.process.wait(timeout=30)
+    finally:
+        runtime.stop()
+
+    models = tmp_path / "models"
+    complete = sorted(p.name for p in models.iterdir() if (p / "config.yml").is_file())
+    assert complete == ["finished", "my_model"]
+    assert not (models / "interrupted").exists()
+
+    restarted = start_runtime(tmp_path, [])
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{restarted.ports['grpc']}") as channel:
+            predict = predict_callable(channel)
+            for model_id in complete:
+                assert predict(IMAGE, 0.0, model_id=model_id).detected_objects, model_id
+        assert sorted(p.name for p in models.iterdir()) == complete
+    finally:
+        assert restarted.stop() == 0
