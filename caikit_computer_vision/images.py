@@ -5,7 +5,9 @@ pixels prepared the same way in both.
 """
 
 # Standard
-from typing import Union
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Union
 import io
 import pathlib
 
@@ -53,30 +55,38 @@ def decode_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Ima
     error.type_check("<CCV93051127E>", bytes, inputs=source)
     error.value_check("<CCV20957713E>", len(source) > 0, "inputs is empty: " + _SUPPORTED)
 
-    try:
+    with _pillow_errors_as_value_errors(source, max_pixels):
         # open() only reads the header, so the size check runs before any pixel is decoded.
         image = Image.open(io.BytesIO(source))
-        width, height = image.size
-        error.value_check(
-            "<CCV33018452E>",
-            width * height <= max_pixels,
-            "the image is {}x{} = {} pixels, over the limit of {}: send a smaller image",
-            width,
-            height,
-            width * height,
-            max_pixels,
-        )
+    width, height = image.size
+    error.value_check(
+        "<CCV33018452E>",
+        width * height <= max_pixels,
+        "the image is {}x{} = {} pixels, over the limit of {}: send a smaller image",
+        width,
+        height,
+        width * height,
+        max_pixels,
+    )
+    with _pillow_errors_as_value_errors(source, max_pixels):
         image.load()
-    except ValueError:
-        raise
+    return to_rgb(image)
+
+
+@contextmanager
+def _pillow_errors_as_value_errors(source: bytes, max_pixels: int) -> Iterator[None]:
+    """Turn what Pillow raises for bytes that are not a whole image into a ValueError."""
+    try:
+        yield
     except Image.DecompressionBombError as err:
         # Pillow's own limit (about 179 MP) fires in open(), before ours can.
         error(
             "<CCV58110274E>",
             ValueError(f"{err}; the limit is {max_pixels} pixels: send a smaller image"),
         )
-    except (OSError, SyntaxError, EOFError) as err:
-        # UnidentifiedImageError and "image file is truncated" are OSErrors.
+    except (OSError, SyntaxError, EOFError, ValueError) as err:
+        # UnidentifiedImageError and "image file is truncated" are OSErrors; a corrupt chunk
+        # can be a ValueError ("Truncated IHDR chunk"), which alone would not say what to send.
         reason = "unknown format" if isinstance(err, UnidentifiedImageError) else str(err)
         error(
             "<CCV71302566E>",
@@ -84,7 +94,6 @@ def decode_image(source: ImageSource, max_pixels: int = MAX_IMAGE_PIXELS) -> Ima
                 f"inputs ({len(source)} bytes) is not a complete image ({reason}): {_SUPPORTED}"
             ),
         )
-    return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -138,3 +147,39 @@ def pad_to_aspect_ratio(
     canvas = Image.new("RGB", (new_width, new_height))
     canvas.paste(image, (0, 0))
     return canvas
+
+
+@dataclass(frozen=True)
+class FittedImage:
+    """An image made safe for the YOLOS processor, and how to map its pixels back."""
+
+    image: Image.Image
+    # Multiply a pixel coordinate of ``image`` by these to get one of the original image.
+    scale_x: float
+    scale_y: float
+
+
+def fit_for_processor(
+    image: Image.Image, longest_edge: int, max_aspect_ratio: float
+) -> FittedImage:
+    """Shrink an over-elongated image to ``longest_edge`` first, then pad it (see above).
+
+    An image within ``max_aspect_ratio`` is returned as it is, so ordinary inputs go to the
+    processor untouched. A very elongated one would otherwise be padded at full size, a canvas
+    that grows with the square of its long side (1x1000000 pixels needs 250000x1000000);
+    shrunk first, the canvas is at most ``longest_edge`` on its long side, which is all the
+    processor keeps anyway.
+    """
+    width, height = image.size
+    if max(width, height) <= max_aspect_ratio * min(width, height):
+        return FittedImage(image, 1.0, 1.0)
+    scale = min(1.0, longest_edge / max(width, height))
+    if scale < 1.0:
+        image = image.resize(
+            (max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR
+        )
+    return FittedImage(
+        pad_to_aspect_ratio(image, max_aspect_ratio),
+        scale_x=width / image.width,
+        scale_y=height / image.height,
+    )

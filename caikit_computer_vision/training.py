@@ -19,7 +19,7 @@ import torch
 import alog
 
 # Local
-from .images import decode_image, pad_to_aspect_ratio
+from .images import decode_image, fit_for_processor
 from .labelled_images import LabelledImage
 
 log = alog.use_channel("CCVTRAIN")
@@ -52,24 +52,31 @@ def encode_example(
     processor: YolosImageProcessorPil,
     image: LabelledImage,
     label2id: Dict[str, int],
+    longest_edge: int,
     max_aspect_ratio: float,
 ) -> EncodedExample:
     """Resize and normalise one image and express its boxes the way YOLOS' loss expects."""
-    pil = pad_to_aspect_ratio(decode_image(image.path), max_aspect_ratio)
+    fitted = fit_for_processor(decode_image(image.path), longest_edge, max_aspect_ratio)
+    # Boxes in pixels of the fitted image (the same as the original's unless it was shrunk).
+    boxes = [
+        (box.xmin / fitted.scale_x, box.ymin / fitted.scale_y,
+         box.xmax / fitted.scale_x, box.ymax / fitted.scale_y)
+        for box in image.boxes
+    ]
     annotation = {
         "image_id": 0,
         "annotations": [
             {
                 # COCO detection format: [x, y, width, height] in pixels.
-                "bbox": [box.xmin, box.ymin, box.xmax - box.xmin, box.ymax - box.ymin],
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
                 "category_id": label2id[box.label],
-                "area": (box.xmax - box.xmin) * (box.ymax - box.ymin),
+                "area": (x1 - x0) * (y1 - y0),
                 "iscrowd": 0,
             }
-            for box in image.boxes
+            for box, (x0, y0, x1, y1) in zip(image.boxes, boxes)
         ],
     }
-    encoded = processor(images=pil, annotations=annotation, return_tensors="pt")
+    encoded = processor(images=fitted.image, annotations=annotation, return_tensors="pt")
     target = encoded["labels"][0]
     return EncodedExample(
         pixel_values=encoded["pixel_values"][0],
@@ -104,6 +111,7 @@ def fine_tune(
     batch_size: int,
     seed: int,
     device: torch.device,
+    longest_edge: int,
     max_aspect_ratio: float,
     on_epoch: Optional[Callable[[EpochReport], None]] = None,
 ) -> List[float]:
@@ -114,7 +122,10 @@ def fine_tune(
     """
     label2id = model.config.label2id
     started = time.perf_counter()
-    examples = [encode_example(processor, image, label2id, max_aspect_ratio) for image in images]
+    examples = [
+        encode_example(processor, image, label2id, longest_edge, max_aspect_ratio)
+        for image in images
+    ]
     log.info(
         "<CCV10448210I>",
         "encoded %d training images in %.1f s",

@@ -12,7 +12,7 @@ import torch
 
 # Local
 from caikit_computer_vision.data_model import ObjectDetectionResult
-from caikit_computer_vision.images import pad_to_aspect_ratio
+from caikit_computer_vision.images import fit_for_processor, pad_to_aspect_ratio
 
 from .conftest import encode_image, noise_image
 
@@ -152,3 +152,18 @@ def test_pad_to_aspect_ratio_keeps_pixels_in_place():
     assert padded.size == (320, 80)
     assert np.array_equal(np.asarray(padded)[:48], np.asarray(image))
     assert pad_to_aspect_ratio(image, max_aspect_ratio=10.0) is image
+
+
+def test_fit_for_processor_shrinks_only_over_elongated_images():
+    ordinary = Image.fromarray(noise_image(120, 80))
+    assert fit_for_processor(ordinary, 128, 4.0).image is ordinary
+    fitted = fit_for_processor(Image.fromarray(noise_image(4000, 40)), 128, 4.0)
+    assert fitted.image.size == (128, 32)  # shrunk to 128x1, then padded to 1:4
+    assert fitted.scale_x == 4000 / 128 and fitted.scale_y == 40 / 1
+
+
+@pytest.mark.parametrize("width, height", [(20_000, 1_000), (1, 100_000)])
+def test_very_elongated_images_are_served_in_their_own_coordinates(detector, width, height):
+    image = Image.new("L", (width, height), 90)
+    result = detector.run(_png(image), threshold=0.0)
+    _assert_boxes_inside(result, width, height, {"cat", "dog"})

@@ -60,6 +60,7 @@ def test_fine_tune_lowers_the_loss_and_reports_every_epoch(train_dir):
         batch_size=8,
         seed=0,
         device=select_device(),
+        longest_edge=128,
         max_aspect_ratio=4.0,
         on_epoch=reports.append,
     )

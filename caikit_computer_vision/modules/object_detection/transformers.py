@@ -35,7 +35,7 @@ from ...data_model import (
     ObjectDetectionTrainSet,
 )
 from ...defaults import DEFAULT_SEED, DEFAULT_THRESHOLD, DEFAULT_TRAIN_BATCH_SIZE
-from ...images import decode_image, pad_to_aspect_ratio
+from ...images import decode_image, fit_for_processor
 from ...labelled_images import LabelledImage, load_labelled_images
 from ...torch_device import select_device
 from ...training import fine_tune
@@ -143,15 +143,15 @@ class TransformersObjectDetector(ModuleBase):
         _check_threshold(threshold)
         image = decode_image(inputs)
         width, height = image.size
-        padded = pad_to_aspect_ratio(image, self.max_aspect_ratio)
+        fitted = fit_for_processor(image, self.longest_edge, self.max_aspect_ratio)
 
         with torch.inference_mode():
-            encoded = self.processor(images=padded, return_tensors="pt")
+            encoded = self.processor(images=fitted.image, return_tensors="pt")
             outputs = self.model(pixel_values=encoded["pixel_values"].to(self.device))
             detections = self.processor.post_process_object_detection(
                 outputs,
                 threshold=threshold,
-                target_sizes=[(padded.height, padded.width)],
+                target_sizes=[(fitted.image.height, fitted.image.width)],
             )[0]
 
         id2label: Dict[int, str] = self.model.config.id2label
@@ -162,10 +162,10 @@ class TransformersObjectDetector(ModuleBase):
             detections["boxes"].tolist(),
         ):
             box = BoundingBox(
-                xmin=_clip(x0, width),
-                xmax=_clip(x1, width),
-                ymin=_clip(y0, height),
-                ymax=_clip(y1, height),
+                xmin=_clip(x0 * fitted.scale_x, width),
+                xmax=_clip(x1 * fitted.scale_x, width),
+                ymin=_clip(y0 * fitted.scale_y, height),
+                ymax=_clip(y1 * fitted.scale_y, height),
             )
             # A box that lies wholly in the padding added above has no area in the real image.
             if box.xmax > box.xmin and box.ymax > box.ymin:
@@ -179,12 +179,15 @@ class TransformersObjectDetector(ModuleBase):
         )
 
     @property
+    def longest_edge(self) -> int:
+        """The processor's limit on the long side (1333, YOLOS' default, when it has none)."""
+        return self.processor.size.longest_edge or 1333
+
+    @property
     def max_aspect_ratio(self) -> float:
         """Most elongated image the processor can resize without a side collapsing to zero."""
-        # A processor configured with an exact height/width has no longest_edge; 1333 is YOLOS'.
-        longest = self.processor.size.longest_edge or 1333
         # Keep the short side at two multiples of 16 or more after resizing.
-        return max(1.0, longest / (2 * _PROCESSOR_SIDE_MULTIPLE))
+        return max(1.0, self.longest_edge / (2 * _PROCESSOR_SIDE_MULTIPLE))
 
     # -- training ----------------------------------------------------------------------------
 
@@ -255,6 +258,7 @@ class TransformersObjectDetector(ModuleBase):
             batch_size=DEFAULT_TRAIN_BATCH_SIZE,
             seed=DEFAULT_SEED,
             device=base.device,
+            longest_edge=base.longest_edge,
             max_aspect_ratio=base.max_aspect_ratio,
         )
         return cls(model, base.processor)

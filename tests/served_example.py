@@ -1,0 +1,91 @@
+"""A served example runtime for the tests that send it bad and odd predict requests.
+
+One runtime per test module (a start takes seconds); the gRPC predict call is the hand-encoded
+one of grpc_wire.py, and results are checked the same way whatever the test sent.
+"""
+
+# Standard
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Tuple
+import pathlib
+
+# Third Party
+import grpc
+import yaml
+
+# Local
+from caikit_computer_vision.defaults import DEFAULT_LABELS
+from vision_client.local_runtime import RuntimeProcess
+
+from .conftest import encode_image, noise_image
+from .example_runtime import start_example_runtime
+from .grpc_wire import predict_callable
+
+# The largest gRPC message the runtime takes (both directions): room for a real photo.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+GRPC_OPTIONS = {
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+}
+
+
+@dataclass(frozen=True)
+class ServedExample:
+    """A running example runtime and a gRPC predict call bound to it."""
+
+    runtime: RuntimeProcess
+    # grpc_wire.predict_callable over one loopback channel: predict(inputs, threshold, ...).
+    predict: Callable
+
+
+@contextmanager
+def serve_example(work_dir: pathlib.Path, saved_model_dir: pathlib.Path) -> Iterator[ServedExample]:
+    """The example runtime serving ``my_model`` from ``work_dir``, stopped on exit."""
+    # Until runtime_config.yaml sets runtime.grpc.options, a layer over it does: caikit merges
+    # the YAML files named in CONFIG_FILES over its config. A plain environment override cannot
+    # add keys to runtime.grpc.options (aconfig only replaces keys that exist, and a whole dict
+    # only by a string).
+    config_file = work_dir / "message_size.yaml"
+    config_file.write_text(yaml.safe_dump({"runtime": {"grpc": {"options": GRPC_OPTIONS}}}))
+    runtime = start_example_runtime(
+        work_dir / "runtime", saved_model_dir, extra_env={"CONFIG_FILES": str(config_file)}
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+            yield ServedExample(runtime, predict_callable(channel))
+    finally:
+        runtime.stop()
+
+
+def predict_status(
+    predict: Callable, inputs: bytes, threshold: Optional[float] = None
+) -> Tuple[grpc.StatusCode, str, object]:
+    """(status code, details, result or None) of one predict call."""
+    try:
+        result = predict(inputs, threshold)
+    except grpc.RpcError as err:
+        return err.code(), err.details(), None
+    return grpc.StatusCode.OK, "", result
+
+
+def assert_serves_normally(served: ServedExample) -> None:
+    """The runtime process is alive and answers an ordinary predict with a result."""
+    width, height = 80, 60
+    result = served.predict(encode_image(noise_image(width, height, seed=7)), 0.0)
+    assert result.detected_objects
+    assert_well_formed(result, width, height)
+    assert served.runtime.process.poll() is None, served.runtime.log()[-5000:]
+
+
+def assert_well_formed(result, width: int, height: int) -> None:
+    """Scores in 0..1, label names of the model, boxes inside the ``width`` x ``height`` image.
+
+    ``result`` is an ObjectDetectionResult: the gRPC message or caikit's data model object.
+    """
+    for detected in result.detected_objects:
+        box = detected.box
+        assert detected.label in DEFAULT_LABELS, detected.label
+        assert 0.0 <= detected.score <= 1.0, detected.score
+        assert 0 <= box.xmin < box.xmax <= width, (box.xmin, box.xmax, width)
+        assert 0 <= box.ymin < box.ymax <= height, (box.ymin, box.ymax, height)

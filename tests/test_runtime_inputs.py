@@ -1,0 +1,211 @@
+"""Predict over gRPC with every kind of bad and odd input: the right status, a live server.
+
+A bad input gets INVALID_ARGUMENT with a message that says what to fix (or RESOURCE_EXHAUSTED
+for a message over the configured size), never INTERNAL; an odd but valid image gets a result.
+One runtime serves the whole module.
+"""
+
+# Standard
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+import io
+import math
+import struct
+import zlib
+
+# Third Party
+from PIL import Image
+import grpc
+import numpy as np
+import pytest
+
+# Local
+from caikit_computer_vision.defaults import MAX_IMAGE_PIXELS
+
+from .conftest import encode_image, noise_image
+from .served_example import (
+    MAX_MESSAGE_BYTES,
+    assert_serves_normally,
+    assert_well_formed,
+    predict_status,
+    serve_example,
+)
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+WHAT_TO_SEND = "send the bytes of a JPEG, PNG"
+
+# Declared sizes of the images that must be refused from their header.
+BOMB_SIDE = 20_000  # 400 MP: over Pillow's own limit too
+OVER_LIMIT_SIZE = (6400, MAX_IMAGE_PIXELS // 6400 + 1)  # just over our limit, under Pillow's
+# 1 MP, but padded at full size to the demo model's aspect ratio limit (1:4) it would be
+# 250 000 MP: the module must shrink it first.
+ELONGATED_SIZE = (1, 1_000_000)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def black_1_bit_png(width: int, height: int) -> bytes:
+    """A complete, decodable 1-bit PNG, written row by row (Pillow would hold a byte a pixel)."""
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter type 0, then the packed pixels
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", pixels)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def png_with_empty_ihdr_chunk() -> bytes:
+    """A PNG with a second, empty IHDR before IEND: Pillow's load() raises a bare ValueError."""
+    png = encode_image(noise_image(24, 16), "PNG")
+    iend = png.rindex(b"IEND") - 4  # the chunk starts with its 4-byte length
+    return png[:iend] + _png_chunk(b"IHDR", b"") + png[iend:]
+
+
+def random_bytes(size: int) -> bytes:
+    return np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8).tobytes()
+
+
+def small_jpeg() -> bytes:
+    return encode_image(noise_image(64, 48))
+
+
+@dataclass(frozen=True)
+class BadRequest:
+    make_inputs: Callable[[], bytes]
+    threshold: Optional[float]
+    status: grpc.StatusCode
+    # Phrases the status details must contain: what is wrong and what to do instead.
+    phrases: Tuple[str, ...]
+
+
+BAD_REQUESTS = {
+    "random-bytes": BadRequest(
+        lambda: random_bytes(4096), None, INVALID, ("not a complete image", WHAT_TO_SEND)
+    ),
+    "truncated-jpeg": BadRequest(
+        lambda: small_jpeg()[:400],
+        None,
+        INVALID,
+        ("not a complete image", "Truncated", WHAT_TO_SEND),
+    ),
+    "empty": BadRequest(lambda: b"", None, INVALID, ("inputs is empty", WHAT_TO_SEND)),
+    "corrupt-png-chunk": BadRequest(
+        png_with_empty_ihdr_chunk,
+        None,
+        INVALID,
+        ("not a complete image", "Truncated IHDR chunk", WHAT_TO_SEND),
+    ),
+    "decompression-bomb": BadRequest(
+        lambda: black_1_bit_png(BOMB_SIDE, BOMB_SIDE),
+        None,
+        INVALID,
+        (f"{BOMB_SIDE * BOMB_SIDE} pixels", f"limit is {MAX_IMAGE_PIXELS}", "send a smaller image"),
+    ),
+    "over-pixel-limit": BadRequest(
+        lambda: _png(Image.new("1", OVER_LIMIT_SIZE)),
+        None,
+        INVALID,
+        ("{}x{} = ".format(*OVER_LIMIT_SIZE), f"limit of {MAX_IMAGE_PIXELS}", "send a smaller"),
+    ),
+    "threshold-nan": BadRequest(small_jpeg, math.nan, INVALID, ("threshold", "between 0 and 1")),
+    "threshold-negative": BadRequest(small_jpeg, -1.0, INVALID, ("threshold", "between 0 and 1")),
+    "threshold-5": BadRequest(small_jpeg, 5.0, INVALID, ("threshold", "between 0 and 1")),
+    "over-message-size": BadRequest(
+        lambda: bytes(MAX_MESSAGE_BYTES + 1),
+        None,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        ("larger than max",),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, saved_model_dir):
+    with serve_example(tmp_path_factory.mktemp("inputs"), saved_model_dir) as served:
+        yield served
+
+
+def test_oversized_images_are_small_files():
+    for name in ("decompression-bomb", "over-pixel-limit"):
+        assert len(BAD_REQUESTS[name].make_inputs()) < 100_000, name
+    assert len(ODD_VALID_IMAGES["1x1000000"]()) < 100_000
+    over_limit = Image.open(io.BytesIO(BAD_REQUESTS["over-pixel-limit"].make_inputs()))
+    assert over_limit.size == OVER_LIMIT_SIZE
+    assert OVER_LIMIT_SIZE[0] * OVER_LIMIT_SIZE[1] > MAX_IMAGE_PIXELS
+
+
+def test_the_bomb_is_made_as_a_whole_image():
+    # The same writer at a size that Pillow decodes here.
+    image = Image.open(io.BytesIO(black_1_bit_png(300, 200)))
+    image.load()
+    assert image.size == (300, 200) and image.mode == "1"
+
+
+@pytest.mark.parametrize("name", BAD_REQUESTS)
+def test_bad_request_gets_a_status_that_says_what_to_fix(served, name):
+    bad = BAD_REQUESTS[name]
+    status, details, _ = predict_status(served.predict, bad.make_inputs(), bad.threshold)
+    assert status == bad.status, details
+    for phrase in bad.phrases:
+        assert phrase in details, details
+
+
+def _array_png(array: np.ndarray) -> bytes:
+    return _png(Image.fromarray(array))
+
+
+ODD_VALID_IMAGES = {
+    "1x1": lambda: encode_image(noise_image(1, 1)),
+    "grayscale": lambda: _array_png(noise_image(50, 30)[:, :, 0]),
+    "rgba": lambda: _array_png(np.dstack([noise_image(50, 30), np.full((30, 50), 90, np.uint8)])),
+    "16-bit": lambda: _array_png(np.arange(50 * 30, dtype=np.uint16).reshape(30, 50) * 40),
+    "320x48": lambda: encode_image(noise_image(320, 48)),
+    "48x320": lambda: encode_image(noise_image(48, 320)),
+    "1x1000000": lambda: _png(Image.new("1", ELONGATED_SIZE)),
+    "20000x1000": lambda: _png(Image.new("L", (20_000, 1_000), 77)),
+}
+# Shrunk and padded so much that the image is a sliver of what the model sees: detections that
+# fall in the padding are dropped, so an empty result is right for them.
+PADDED_MOSTLY = {"1x1000000", "20000x1000"}
+EXPECTED_MODES = {"grayscale": "L", "rgba": "RGBA", "16-bit": "I;16", "1x1000000": "1", "20000x1000": "L"}
+
+
+@pytest.mark.parametrize("name", ODD_VALID_IMAGES)
+def test_odd_but_valid_image_gets_a_result(served, name):
+    inputs = ODD_VALID_IMAGES[name]()
+    image = Image.open(io.BytesIO(inputs))
+    assert image.mode == EXPECTED_MODES.get(name, "RGB")
+    result = served.predict(inputs, 0.0)
+    if name not in PADDED_MOSTLY:
+        assert result.detected_objects  # threshold 0 keeps every detection token's best class
+    assert_well_formed(result, *image.size)
+    assert result.producer_id.name == "Transformers Object Detector"
+
+
+def test_request_just_under_the_message_size_is_served(served):
+    # A photo-sized PNG of noise (it does not compress): more than gRPC's default 4 MiB.
+    width = height = 2800
+    inputs = encode_image(noise_image(width, height), "PNG")
+    assert 20 * 1024 * 1024 < len(inputs) < MAX_MESSAGE_BYTES
+    result = served.predict(inputs, 0.0, timeout=120)
+    assert result.detected_objects
+    assert_well_formed(result, width, height)
+
+
+def test_runtime_serves_normally_after_every_bad_request(served):
+    for name, bad in BAD_REQUESTS.items():
+        status, details, _ = predict_status(served.predict, bad.make_inputs(), bad.threshold)
+        assert status == bad.status, (name, details)
+    assert_serves_normally(served)
