@@ -17,17 +17,16 @@ import yaml
 # Local
 from caikit_computer_vision.defaults import DEFAULT_LABELS
 from vision_client.local_runtime import RuntimeProcess
+import common
 
 from .conftest import encode_image, noise_image
 from .example_runtime import start_example_runtime
 from .grpc_wire import predict_callable
 
-# The largest gRPC message the runtime takes (both directions): room for a real photo.
-MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-GRPC_OPTIONS = {
-    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-}
+# The largest gRPC message the runtime takes, as runtime_config.yaml sets it.
+MAX_MESSAGE_BYTES = yaml.safe_load(common.RUNTIME_CONFIG.read_text())["runtime"]["grpc"][
+    "options"
+]["grpc.max_receive_message_length"]
 
 
 @dataclass(frozen=True)
@@ -42,15 +41,7 @@ class ServedExample:
 @contextmanager
 def serve_example(work_dir: pathlib.Path, saved_model_dir: pathlib.Path) -> Iterator[ServedExample]:
     """The example runtime serving ``my_model`` from ``work_dir``, stopped on exit."""
-    # Until runtime_config.yaml sets runtime.grpc.options, a layer over it does: caikit merges
-    # the YAML files named in CONFIG_FILES over its config. A plain environment override cannot
-    # add keys to runtime.grpc.options (aconfig only replaces keys that exist, and a whole dict
-    # only by a string).
-    config_file = work_dir / "message_size.yaml"
-    config_file.write_text(yaml.safe_dump({"runtime": {"grpc": {"options": GRPC_OPTIONS}}}))
-    runtime = start_example_runtime(
-        work_dir / "runtime", saved_model_dir, extra_env={"CONFIG_FILES": str(config_file)}
-    )
+    runtime = start_example_runtime(work_dir / "runtime", saved_model_dir)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
             yield ServedExample(runtime, predict_callable(channel))
