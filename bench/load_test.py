@@ -20,6 +20,7 @@ import argparse
 import ipaddress
 import json
 import math
+import operator
 import os
 import pathlib
 import tempfile
@@ -215,8 +216,8 @@ class PredictClients:
     """``count`` threads, each with its own gRPC channel, calling predict back to back.
 
     ``start`` returns once every channel is connected; ``hold`` and ``release`` pause and resume
-    the start of new calls; ``stop`` lets the calls in flight finish and returns every call
-    made, in order of start.
+    the start of new calls; ``in_flight`` counts the calls under way; ``stop`` lets those finish
+    and returns every call made, in order of start.
     """
 
     def __init__(
@@ -227,22 +228,23 @@ class PredictClients:
         model_id: str = MODEL_ID,
         threshold: Optional[float] = None,
     ):
-        self._address, self._image, self._model_id, self._threshold = (
-            grpc_address,
-            image,
-            model_id,
-            threshold,
-        )
+        self._address = grpc_address
+        self._image = image
+        self._model_id = model_id
+        self._threshold = threshold
         self._connected = threading.Semaphore(0)
         self._open = threading.Event()
         self._open.set()
         self._records: List[List[CallRecord]] = [[] for _ in range(count)]
+        # Whether each client has a call under way (each thread writes only its own entry).
+        self._calling = [False] * count
         self._workers = [
-            _Worker(f"predict-client-{index}", self._client_body(records))
-            for index, records in enumerate(self._records)
+            _Worker(f"predict-client-{index}", self._client_body(index)) for index in range(count)
         ]
 
-    def _client_body(self, records: List[CallRecord]) -> Callable[[threading.Event], None]:
+    def _client_body(self, index: int) -> Callable[[threading.Event], None]:
+        records = self._records[index]
+
         def body(stop: threading.Event) -> None:
             with grpc.insecure_channel(self._address) as channel:
                 try:
@@ -251,6 +253,7 @@ class PredictClients:
                     self._connected.release()
                 predict = predict_callable(channel)
                 while self._open.wait() and not stop.is_set():
+                    self._calling[index] = True
                     started = time.monotonic()
                     try:
                         predict(self._image, self._threshold, model_id=self._model_id)
@@ -258,6 +261,7 @@ class PredictClients:
                     except grpc.RpcError as err:
                         status, details = err.code().name, err.details() or ""
                     records.append(CallRecord(started, time.monotonic(), status, details))
+                    self._calling[index] = False
                     if status != grpc.StatusCode.OK.name:
                         stop.wait(FAILURE_BACKOFF_S)
 
@@ -268,6 +272,9 @@ class PredictClients:
             worker.start()
         for _ in self._workers:
             self._connected.acquire()  # pylint: disable=consider-using-with
+
+    def in_flight(self) -> int:
+        return sum(self._calling)
 
     def hold(self) -> None:
         """Start no new call until ``release``; the calls in flight go on."""
@@ -282,11 +289,8 @@ class PredictClients:
         self.release()
         for worker in self._workers:
             worker.join()
-        return sorted((record for records in self._records for record in records), key=_start)
-
-
-def _start(record: CallRecord) -> float:
-    return record.started
+        calls = [record for records in self._records for record in records]
+        return sorted(calls, key=operator.attrgetter("started"))
 
 
 class RssSampler:

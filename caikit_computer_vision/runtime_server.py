@@ -69,7 +69,28 @@ def serve(host: str = LOOPBACK) -> None:
         grpc_server.server.wait_for_termination(
             timeout=runtime.grpc.server_shutdown_grace_period_seconds + 5
         )
-    log.info("<CCV84210377I>", "runtime stopped")
+    cancelled = _cancel_running_trainings()
+    log.info("<CCV84210377I>", "runtime stopped (%d running trainings cancelled)", cancelled)
+
+
+def _cancel_running_trainings() -> int:
+    """Cancel trainings still running, so that the process can exit.
+
+    caikit 0.29 trains in non-daemon threads and does not stop them on shutdown: without this,
+    SIGTERM during a training leaves the process running until the training ends. A cancelled
+    training writes nothing (models are only saved, atomically, after the last epoch).
+    """
+    # First Party
+    from caikit.core import MODEL_MANAGER
+
+    futures = getattr(MODEL_MANAGER.get_trainer("default"), "_futures", {})
+    running = [f for f in list(futures.values()) if not f.get_info().status.is_terminal]
+    for future in running:
+        log.info("<CCV84210378I>", "cancelling training %s at shutdown", future.id)
+        future.cancel()
+    for future in running:
+        future.wait()
+    return len(running)
 
 
 @contextmanager

@@ -126,3 +126,17 @@ def test_sigkill_mid_training_loses_nothing_and_restart_serves_every_model(
         assert sorted(p.name for p in models.iterdir()) == complete
     finally:
         assert restarted.stop() == 0
+
+
+def test_sigterm_during_training_cancels_it_and_exits_0(tmp_path, saved_model_dir):
+    runtime = start_example_runtime(tmp_path, saved_model_dir)
+    try:
+        training_id = _start(runtime, model_name="unfinished", num_epochs=LONG_TRAINING_EPOCHS)
+        _wait_for(runtime, training_id, "RUNNING")
+        time.sleep(1.0)
+        runtime.process.send_signal(signal.SIGTERM)
+        assert runtime.process.wait(timeout=30) == 0
+    finally:
+        runtime.stop()
+    assert "1 running trainings cancelled" in runtime.log()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["my_model"]
