@@ -34,11 +34,14 @@ QUERY_LABEL = "cat"
 BASE_MODEL_ID = "my_model"
 TRAINED_MODEL_ID = "new_model"
 
-# Generated training set: enough images for the demo model to learn the two shapes.
-NUM_TRAIN_IMAGES = 256
+# Generated training set. 512 images, not fewer: with 256 the tiny model memorises its
+# training images (loss falls, held-out mAP@0.5 stalls near 0.15); with 512 it generalises
+# (bench/training_quality.py).
+NUM_TRAIN_IMAGES = 512
 
 # Defaults of the train request sent by run_train_and_inference.py.
-DEFAULT_NUM_EPOCHS = 60
+# 150 epochs of 512 images: held-out mAP@0.5 about 0.55 (0.47 after 100, 0.65 after 300).
+DEFAULT_NUM_EPOCHS = 150
 DEFAULT_LEARNING_RATE = 1e-3
 # Score threshold of the demo's predict request.
 DEFAULT_THRESHOLD = 0.5

@@ -15,7 +15,7 @@ import time
 import grpc
 
 # Local
-from vision_client import calls, stubs
+from vision_client import annotate, calls, stubs
 import common
 
 
@@ -34,12 +34,24 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--threshold", type=float, default=common.DEFAULT_THRESHOLD)
     parser.add_argument(
+        "--save-annotated",
+        metavar="PATH",
+        help="also save the image with the predicted boxes and labels drawn (.png or .jpg)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=common.TRAINING_TIMEOUT_S,
         help="seconds to wait for training (default: %(default)s)",
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.save_annotated:
+        # Checked before training starts, not after it has finished.
+        try:
+            annotate.image_format_for(args.save_annotated)
+        except ValueError as err:
+            parser.error(f"--save-annotated: {err}")
+    return args
 
 
 def main() -> int:
@@ -79,6 +91,8 @@ def main() -> int:
     except grpc.RpcError as err:
         print(f"Train request refused ({err.code().name}): {err.details()}")
         return 1
+    # caikit 0.29's training status holds a state and timestamps only; the runtime logs the loss.
+    print("  (each epoch's loss is in the runtime's log: CCVTRAIN ... epoch i/n: loss ...)")
     try:
         outcome = calls.wait_for_training(
             api, channel, training_id, args.timeout, common.STATUS_POLL_INTERVAL_S
@@ -94,6 +108,9 @@ def main() -> int:
     servable_s = time.monotonic() - outcome.completed_at
     print(f"First prediction from '{args.model_id}' {servable_s:.2f} s after training completed:")
     print("\n".join(calls.format_detections(result)))
+    if args.save_annotated:
+        saved = annotate.save_annotated(image, result.detected_objects, args.save_annotated)
+        print(f"Saved {saved} with {len(result.detected_objects)} boxes drawn")
     return 0
 
 

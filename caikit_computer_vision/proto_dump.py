@@ -1,16 +1,19 @@
 """Write the interfaces caikit generates for this library: ``.proto`` files and ``openapi.json``.
 
-The files are exactly what caikit's ``dump_grpc_services`` and ``dump_http_services`` produce;
-clients compile the ``.proto`` files with ``grpc_tools.protoc``. This module adds two things
-caikit's own dump CLI lacks: the directory is replaced atomically (``atomic_dirs``: a failed
-dump leaves the previous one untouched), and the calling process keeps its caikit config, signal
-handlers and model manager, so a launcher can dump in-process and then start the runtime.
+The ``.proto`` files are exactly what caikit's ``dump_grpc_services`` produces, and
+``openapi.json`` is the document caikit's HTTP server serves once started (caikit 0.29's
+``dump_http_services`` writes one with dangling ``$ref``s, see ``_dump_openapi``); clients
+compile the ``.proto`` files with ``grpc_tools.protoc``. This module adds two things caikit's
+own dump CLI lacks: the directory is replaced atomically (``atomic_dirs``: a failed dump leaves
+the previous one untouched), and the calling process keeps its caikit config, signal handlers
+and model manager, so a launcher can dump in-process and then start the runtime.
 """
 
 # Standard
 from typing import Any, Dict, Iterator, List
 import contextlib
 import copy
+import json
 import pathlib
 import signal
 import threading
@@ -18,14 +21,14 @@ import threading
 # First Party
 from caikit.config import get_config
 from caikit.core.data_model.dataobject import get_generated_proto_classes
-from caikit.runtime.dump_services import dump_grpc_services, dump_http_services
+from caikit.runtime.dump_services import dump_grpc_services
 from caikit.runtime.model_management.model_manager import ModelManager
 import caikit
 
 # Local
 from .atomic_dirs import staged_directory
 
-# Config in force only while dumping. dump_http_services builds the whole HTTP app just to read
+# Config in force only while dumping. _dump_openapi builds the whole HTTP app just to read
 # its OpenAPI document: without these overrides that app would load (or, with
 # lazy_load_local_models, demand) the models directory and bind the metrics port, which fails
 # while a runtime is already serving on it.
@@ -72,8 +75,25 @@ def dump_interfaces(output_dir: pathlib.Path) -> List[pathlib.Path]:
     with staged_directory(target) as staging:
         with _process_state_kept(), _caikit_config(DUMP_CONFIG_OVERRIDES):
             dump_grpc_services(str(staging), write_modules_file=False)
-            dump_http_services(str(staging))
+            _dump_openapi(staging / "openapi.json")
     return sorted(path for path in target.iterdir() if path.is_file())
+
+
+def _dump_openapi(path: pathlib.Path) -> None:
+    """Write the OpenAPI document that a started caikit HTTP server serves.
+
+    caikit 0.29's ``dump_http_services`` reads ``/openapi.json`` from a server it never starts;
+    the request and response schemas are added in ``start()``, so its document refers to
+    ``#/$defs/...`` schemas that it does not contain. Here caikit's own patch step runs first.
+    """
+    # First Party
+    from caikit.runtime.http_server import (  # pylint: disable=import-outside-toplevel
+        RuntimeHTTPServer,
+    )
+
+    server = RuntimeHTTPServer()
+    server._patch_openapi_spec()  # pylint: disable=protected-access
+    path.write_text(json.dumps(server.app.openapi_schema, indent=2), encoding="utf-8")
 
 
 def _check_no_http_app_protos() -> None:

@@ -41,7 +41,11 @@ def test_readme_test_command_is_what_ci_runs():
     ci_script = (REPO_ROOT / ".ci" / "run").read_text()
     pytest_lines = [line for line in ci_script.splitlines() if "pytest" in line and not line.startswith("#")]
     assert len(pytest_lines) == 1
-    assert any(block.strip() == pytest_lines[0].strip() for block in _bash_blocks(readme))
+    readme_lines = {line.strip() for block in _bash_blocks(readme) for line in block.splitlines()}
+    assert pytest_lines[0].strip() in readme_lines
+    install_lines = [line for line in ci_script.splitlines() if "pip install" in line and "-r" in line]
+    assert [line.split()[-1] for line in install_lines] == ["requirements-dev.txt"]
+    assert ".venv/bin/pip install -r requirements-dev.txt" in readme_lines
 
 
 def test_readme_names_the_one_command_demo_and_the_scripts():

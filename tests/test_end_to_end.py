@@ -11,12 +11,15 @@ import subprocess
 import sys
 
 # Third Party
+from PIL import Image
 import pytest
 
 # Local
 from vision_client.local_runtime import CLIENT, start_runtime
+import common
 
 CLIENT_EPOCHS = "10"
+ANNOTATED_IMAGE = "annotated.png"
 
 
 def run_client(runtime, *args: str) -> subprocess.CompletedProcess:
@@ -43,14 +46,17 @@ def runtime(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client_run(runtime):
-    return run_client(runtime, "--num-epochs", CLIENT_EPOCHS, "--threshold", "0.0")
+    return run_client(
+        runtime, "--num-epochs", CLIENT_EPOCHS, "--threshold", "0.0",
+        "--save-annotated", ANNOTATED_IMAGE,
+    )
 
 
 def test_purge_dirs_creates_model_data_and_protos(runtime):
     work_dir: pathlib.Path = runtime.work_dir
     assert (work_dir / "models" / "my_model" / "config.yml").is_file()
     assert (work_dir / "train_data" / "labels.txt").is_file()
-    assert len(list((work_dir / "train_data" / "images").glob("*.jpg"))) == 256
+    assert len(list((work_dir / "train_data" / "images").glob("*.jpg"))) == common.NUM_TRAIN_IMAGES
     assert (work_dir / "train_data" / "query.jpg").is_file()
     assert (work_dir / "protos" / "ccv.objectdetectiontaskrequest.proto").is_file()
     assert (work_dir / "protos" / "openapi.json").is_file()
@@ -65,6 +71,18 @@ def test_client_trains_and_predicts_with_the_new_model(runtime, client_run):
     assert "First prediction from 'new_model'" in out
     assert "label         score" in out
     assert (runtime.work_dir / "generated" / "computervisionservice_pb2_grpc.py").is_file()
+
+
+def test_client_saves_the_query_image_with_the_boxes_drawn(runtime, client_run):
+    assert f"Saved {ANNOTATED_IMAGE} with " in client_run.stdout
+    with Image.open(runtime.work_dir / ANNOTATED_IMAGE) as annotated:
+        assert annotated.format == "PNG"
+        assert annotated.size == (256, 256)  # the 64 x 64 query image, enlarged to be read
+
+
+def test_client_points_to_the_training_loss_in_the_runtime_log(runtime, client_run):
+    assert "each epoch's loss is in the runtime's log" in client_run.stdout
+    assert f"epoch {CLIENT_EPOCHS}/{CLIENT_EPOCHS}: loss " in runtime.log()
 
 
 def test_new_model_is_on_disk_and_differs_from_the_base(runtime, client_run):
