@@ -29,9 +29,9 @@ def parse_args() -> argparse.Namespace:
             "leaves the old directory as it was."
         ),
         epilog=(
-            f"Only warnings and errors are logged (LOG_LEVEL=info shows more). Compile the "
-            f"result with: python3 -m grpc_tools.protoc -I protos --python_out=generated "
-            f"--grpc_python_out=generated protos/*.proto"
+            "Only warnings and errors are logged (LOG_LEVEL=info shows more). Compile the "
+            "result with: python3 -m grpc_tools.protoc -I protos --python_out=generated "
+            "--grpc_python_out=generated protos/*.proto"
         ),
     )
     parser.add_argument(

@@ -11,8 +11,6 @@ from typing import Any, Dict, Iterator, List, Tuple
 import base64
 import json
 import time
-import urllib.error
-import urllib.request
 
 # Third Party
 from openapi_spec_validator import validate as validate_openapi
@@ -80,23 +78,6 @@ def query_base64(runtime) -> str:
     return base64.b64encode((runtime.work_dir / "train_data" / "query.jpg").read_bytes()).decode()
 
 
-def _http(runtime, method: str, path: str, body=None, port: str = "http") -> Tuple[int, Any]:
-    """(status, body parsed as JSON when it is JSON) of one call; error statuses are returned."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{runtime.ports[port]}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method=method,
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as err:
-        status, raw = err.code, err.read()
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode()
 
 
 def _fields(route: str, query_base64: str) -> Dict[str, Any]:
@@ -169,7 +150,7 @@ def _at(body: Dict[str, Any], path: str) -> Dict[str, Any]:
 def _wait_for_training(runtime, training_id: str) -> Dict[str, Any]:
     deadline = time.monotonic() + TRAINING_TIMEOUT_S
     while True:
-        status, info = _http(runtime, "GET", f"/management/trainings?training_id={training_id}")
+        status, info = runtime.http("GET", f"/management/trainings?training_id={training_id}")
         assert status == 200, info
         if info["state"] in ("COMPLETED", "ERRORED", "CANCELED"):
             return info
@@ -182,8 +163,8 @@ def _predict_when_served(runtime, model_id: str, inputs: str) -> Dict[str, Any]:
     runtime's poller has found it in models/."""
     deadline = time.monotonic() + common.SERVABLE_TIMEOUT_S
     while True:
-        status, result = _http(
-            runtime, "POST", PREDICT_ROUTE, {"model_id": model_id, "inputs": inputs}
+        status, result = runtime.http(
+            "POST", PREDICT_ROUTE, {"model_id": model_id, "inputs": inputs}
         )
         if status != 404:
             assert status == 200, result
@@ -221,7 +202,7 @@ def test_readme_train_curl_trains_a_model_the_runtime_then_serves(runtime, query
     info = _wait_for_training(runtime, job["training_id"])
     assert info["state"] == "COMPLETED", info
     assert "detected_objects" in _predict_when_served(runtime, "http_model", query_base64)
-    _, info = _http(runtime, "GET", "/info/models")
+    _, info = runtime.http("GET", "/info/models")
     served = {model["name"]: model for model in info["models"]}["http_model"]
     assert served["loaded"] is True and served["model_path"] == "models/http_model"
 
@@ -242,7 +223,7 @@ def test_readme_health_curl_says_ok(runtime):
 
 def test_readme_metrics_curl_shows_predictions_counted_per_model(runtime, query_base64):
     def count(model_id: str) -> float:
-        _, text = _http(runtime, "GET", "/metrics", port="metrics")
+        _, text = runtime.http("GET", "/metrics", port="metrics")
         return sum(
             sample.value
             for family in text_string_to_metric_families(text)
@@ -254,8 +235,8 @@ def test_readme_metrics_curl_shows_predictions_counted_per_model(runtime, query_
 
     before = count("new_model")
     for _ in range(2):
-        status, _ = _http(
-            runtime, "POST", PREDICT_ROUTE, {"model_id": "new_model", "inputs": query_base64}
+        status, _ = runtime.http(
+            "POST", PREDICT_ROUTE, {"model_id": "new_model", "inputs": query_base64}
         )
         assert status == 200
     assert count("new_model") == before + 2
@@ -276,7 +257,7 @@ def test_openapi_json_is_a_valid_openapi_document(spec):
 
 
 def test_the_server_serves_the_dumped_document(runtime, spec):
-    status, served = _http(runtime, "GET", "/openapi.json")
+    status, served = runtime.http("GET", "/openapi.json")
     assert status == 200
     assert served == spec
 
@@ -295,7 +276,7 @@ def test_request_schema_has_exactly_the_known_fields(spec, route, fields):
 def test_a_body_with_every_documented_field_is_accepted(runtime, spec, query_base64, route):
     body = _body(_fields(route, query_base64))
     jsonschema.validate(body, _with_components(spec, _request_schema(spec, route)))
-    status, answer = _http(runtime, "POST", route, body)
+    status, answer = runtime.http("POST", route, body)
     assert status == 200, answer
     jsonschema.validate(answer, _with_components(spec, _response_schema(spec, route)))
     if route == TRAIN_ROUTE:
@@ -304,7 +285,7 @@ def test_a_body_with_every_documented_field_is_accepted(runtime, spec, query_bas
 
 def test_output_path_is_documented_but_refused_with_its_reason(runtime):
     body = _body({**TRAIN_FIELDS, "model_name": "elsewhere", "output_path.path": "/tmp/x"})
-    status, answer = _http(runtime, "POST", TRAIN_ROUTE, body)
+    status, answer = runtime.http("POST", TRAIN_ROUTE, body)
     assert status == 400, answer
     assert "output_path is not supported" in answer["details"]
 
@@ -327,7 +308,7 @@ def test_a_field_the_schema_does_not_list_is_refused_with_422(runtime, spec, que
         )
         body = _body(fields)
         _at(body, path)["not_in_the_schema"] = 1
-        status, answer = _http(runtime, "POST", route, body)
+        status, answer = runtime.http("POST", route, body)
         assert status == 422, (path, answer)
         assert answer["additional_info"][0]["loc"] == [
             *filter(None, path.split(".")),
@@ -350,7 +331,7 @@ def test_a_value_of_another_type_than_documented_is_refused_with_422(
         body = _body({**fields, path: wrong_values[field["type"]]})
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(body, _with_components(spec, _request_schema(spec, route)))
-        status, answer = _http(runtime, "POST", route, body)
+        status, answer = runtime.http("POST", route, body)
         assert status == 422, (path, answer)
     assert not (runtime.work_dir / "models" / "never_trained").exists()
 

@@ -7,12 +7,9 @@ code and on the file system afterwards.
 
 # Standard
 import base64
-import json
 import os
 import pathlib
 import shutil
-import urllib.error
-import urllib.request
 
 # Third Party
 import grpc
@@ -37,19 +34,6 @@ def _tree(path: pathlib.Path):
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
-def _http(runtime, method: str, path: str, body=None):
-    """(status, parsed JSON body) of an HTTP call to ``runtime``; errors are returned too."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{runtime.ports['http']}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method=method,
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
 
 
 def _train_body(model_name="trained", model_path="models/my_model", img_dir="train_data/images",
@@ -151,7 +135,7 @@ def test_bad_train_requests_are_refused_before_any_work(runtime, outside, body, 
     if params["train_data"]["img_dir_path"] == "ABSOLUTE":
         params["train_data"]["img_dir_path"] = str(outside)
     before = _tree(runtime.work_dir / "models"), _tree(outside)
-    status, answer = _http(runtime, "POST", TRAIN_ROUTE, body)
+    status, answer = runtime.http("POST", TRAIN_ROUTE, body)
     assert status == 400, answer
     assert field in answer["details"]
     assert (_tree(runtime.work_dir / "models"), _tree(outside)) == before
@@ -159,7 +143,7 @@ def test_bad_train_requests_are_refused_before_any_work(runtime, outside, body, 
 
 def test_a_model_name_inside_the_output_dir_name_still_gets_its_own_directory(runtime, predict):
     """caikit appends model_name only when it is not a substring of the output dir ("models")."""
-    status, job = _http(runtime, "POST", TRAIN_ROUTE, _train_body(model_name="model"))
+    status, job = runtime.http("POST", TRAIN_ROUTE, _train_body(model_name="model"))
     assert status == 200, job
     _wait_for(runtime, job["training_id"], "COMPLETED")
     assert (runtime.work_dir / "models" / "model" / "config.yml").is_file()
@@ -172,7 +156,7 @@ def _wait_for(runtime, training_id: str, state: str, timeout: float = 120.0) -> 
 
     deadline = time.monotonic() + timeout
     while True:
-        status, info = _http(runtime, "GET", f"/management/trainings?training_id={training_id}")
+        status, info = runtime.http("GET", f"/management/trainings?training_id={training_id}")
         assert status == 200, info
         if info["state"] == state or time.monotonic() > deadline:
             return info
@@ -211,9 +195,9 @@ def test_deploy_and_undeploy_are_refused_by_default(runtime, saved_model_dir):
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
     files = [{"filename": "config.yml", "data": base64.b64encode(b"x").decode()}]
-    status, _ = _http(runtime, "POST", "/management/models", {"model_id": "../x", "model_files": files})
+    status, _ = runtime.http("POST", "/management/models", {"model_id": "../x", "model_files": files})
     assert status == 403
-    status, _ = _http(runtime, "DELETE", "/management/models?model_id=my_model")
+    status, _ = runtime.http("DELETE", "/management/models?model_id=my_model")
     assert status == 403
     assert _tree(runtime.work_dir) == before
 
@@ -247,8 +231,7 @@ def test_enabled_deployment_stays_inside_models(deploying_runtime, saved_model_d
     http_files = [
         {"filename": f.filename, "data": base64.b64encode(f.data).decode()} for f in files
     ]
-    status, _ = _http(
-        deploying_runtime, "POST", "/management/models",
+    status, _ = deploying_runtime.http("POST", "/management/models",
         {"model_id": model_id, "model_files": http_files},
     )
     assert status == 400
@@ -264,9 +247,9 @@ def test_enabled_deployment_deploys_and_undeploys_inside_models(deploying_runtim
     assert (root / "models" / "uploaded" / "config.yml").is_file()
     with grpc.insecure_channel(f"127.0.0.1:{deploying_runtime.ports['grpc']}") as channel:
         assert predict_callable(channel)(IMAGE, 0.0, model_id="uploaded").detected_objects
-    status, _ = _http(deploying_runtime, "DELETE", "/management/models?model_id=../models/uploaded")
+    status, _ = deploying_runtime.http("DELETE", "/management/models?model_id=../models/uploaded")
     assert status == 400
     assert (root / "models" / "uploaded").is_dir()
-    status, _ = _http(deploying_runtime, "DELETE", "/management/models?model_id=uploaded")
+    status, _ = deploying_runtime.http("DELETE", "/management/models?model_id=uploaded")
     assert status == 200
     assert not (root / "models" / "uploaded").exists()

@@ -20,7 +20,7 @@ from vision_client.local_runtime import start_runtime
 
 from .example_runtime import start_example_runtime
 from .grpc_wire import predict_callable
-from .test_runtime_guards import TRAIN_ROUTE, _http, _train_body, _wait_for
+from .test_runtime_guards import TRAIN_ROUTE, _train_body, _wait_for
 
 IMAGE, _ = render_example("dog")
 LONG_TRAINING_EPOCHS = 100_000
@@ -43,7 +43,7 @@ def runtime(tmp_path_factory, saved_model_dir):
 
 
 def _start(runtime, **body) -> str:
-    status, job = _http(runtime, "POST", TRAIN_ROUTE, _train_body(**body))
+    status, job = runtime.http("POST", TRAIN_ROUTE, _train_body(**body))
     assert status == 200, job
     return job["training_id"]
 
@@ -53,7 +53,7 @@ def test_cancel_stops_a_running_training_within_seconds(runtime):
     assert _wait_for(runtime, training_id, "RUNNING")["state"] == "RUNNING"
     time.sleep(1.0)  # let it get into its epochs
     asked = time.monotonic()
-    status, info = _http(runtime, "DELETE", f"/management/trainings?training_id={training_id}")
+    status, info = runtime.http("DELETE", f"/management/trainings?training_id={training_id}")
     assert status == 200, info
     info = _wait_for(runtime, training_id, "CANCELED", timeout=10)
     assert info["state"] == "CANCELED"
@@ -66,11 +66,11 @@ def test_cancel_stops_a_running_training_within_seconds(runtime):
 def test_second_training_for_a_running_name_is_refused(runtime):
     training_id = _start(runtime, model_name="busy", num_epochs=LONG_TRAINING_EPOCHS)
     try:
-        status, answer = _http(runtime, "POST", TRAIN_ROUTE, _train_body(model_name="busy"))
+        status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(model_name="busy"))
         assert status == 400
         assert "already running" in answer["details"]
     finally:
-        _http(runtime, "DELETE", f"/management/trainings?training_id={training_id}")
+        runtime.http("DELETE", f"/management/trainings?training_id={training_id}")
         _wait_for(runtime, training_id, "CANCELED", timeout=10)
 
 

@@ -8,7 +8,7 @@ own process id.
 # Standard
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 import json
 import os
 import pathlib
@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -46,14 +47,32 @@ class RuntimeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def http_json(self, path: str, body: Optional[dict] = None) -> dict:
+    def http(
+        self, method: str, path: str, body: Optional[dict] = None, port: str = "http"
+    ) -> Tuple[int, Any]:
+        """(status, body parsed as JSON when it is JSON) of one call; error statuses included."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports['http']}{path}",
+            f"http://127.0.0.1:{self.ports[port]}{path}",
             data=None if body is None else json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
+            method=method,
         )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as err:
+            status, raw = err.code, err.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode()
+
+    def http_json(self, path: str, body: Optional[dict] = None) -> dict:
+        """GET (or POST ``body``) ``path`` and return the JSON answer; an error status raises."""
+        status, answer = self.http("GET" if body is None else "POST", path, body)
+        if status >= 400:
+            raise RuntimeError(f"HTTP {status} from {path}: {answer}")
+        return answer
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout``; return the exit code."""
