@@ -19,6 +19,7 @@ from transformers.models.yolos.image_processing_pil_yolos import YolosImageProce
 import torch
 
 # First Party
+from caikit.config import get_config
 from caikit.core import ModuleBase, ModuleConfig, ModuleSaver, module
 from caikit.core.data_model.producer import ProducerId
 from caikit.core.exceptions import error_handler
@@ -47,6 +48,10 @@ error = error_handler.get(log)
 HF_ARTIFACTS_DIR = "hf_model"
 # The processor rounds each resized side down to a multiple of this (see ``pad_to_aspect_ratio``).
 _PROCESSOR_SIDE_MULTIPLE = 16
+# This library's section of the caikit config (runtime_server.LIBRARY_CONFIG_KEY), and its key
+# for torch's intra-op threads (see runtime_config.yaml).
+_LIBRARY_CONFIG_KEY = "caikit_computer_vision"
+_TORCH_THREADS_KEY = "torch_threads"
 
 # Per-file progress bars of tiny local loads and saves only clutter the runtime's log.
 hf_logging.disable_progress_bar()
@@ -63,6 +68,7 @@ class TransformersObjectDetector(ModuleBase):
 
     def __init__(self, model: YolosForObjectDetection, processor: YolosImageProcessorPil):
         super().__init__()
+        apply_torch_threads()
         self.device = select_device()
         self.model = model.to(self.device).eval()
         self.processor = processor
@@ -262,6 +268,29 @@ class TransformersObjectDetector(ModuleBase):
             max_aspect_ratio=base.max_aspect_ratio,
         )
         return cls(model, base.processor)
+
+
+def apply_torch_threads() -> None:
+    """Give torch the intra-op thread count of ``caikit_computer_vision.torch_threads``, if set.
+
+    torch's setting is per process: every module reads the same key, so all of a runtime's
+    models, and its trainings, share it. Unset (as outside the runtime), torch keeps its default.
+    """
+    library_config = get_config().get(_LIBRARY_CONFIG_KEY) or {}
+    threads = library_config.get(_TORCH_THREADS_KEY)
+    if threads is None:
+        return
+    error.value_check(
+        "<CCV31558721E>",
+        isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1,
+        "{}.{} must be a whole number >= 1, got {}",
+        _LIBRARY_CONFIG_KEY,
+        _TORCH_THREADS_KEY,
+        threads,
+    )
+    if torch.get_num_threads() != threads:
+        log.info("<CCV31558722I>", "torch intra-op threads: %d", threads)
+        torch.set_num_threads(threads)
 
 
 def _check_threshold(threshold: float) -> None:
