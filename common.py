@@ -26,7 +26,7 @@ GENERATED_DIR = WORK_DIR / "generated"
 # A JPEG the client sends to predict: drawn like the training images but from a random stream
 # they never use, so the demo predicts on an image the model has not seen.
 QUERY_IMAGE = TRAIN_DATA_DIR / "query.jpg"
-# The layout caikit_computer_vision.synthetic_data writes (tests/test_common.py checks it).
+# The layout example_tools.synthetic_data writes (tests/test_common.py checks it).
 TRAIN_IMAGES_DIR = TRAIN_DATA_DIR / "images"
 TRAIN_LABELS_FILE = TRAIN_DATA_DIR / "labels.txt"
 QUERY_LABEL = "cat"

@@ -4,7 +4,7 @@
     python3 dump_protos.py --show-conflict  # the same with a conflicting demo module registered
 
 The dump uses runtime_config.yaml, so the files describe exactly what launch_vision_runtime.py
-serves. The logic lives in caikit_computer_vision.proto_dump; this script only wires it up.
+serves. The logic lives in example_tools.proto_dump; this script only wires it up.
 """
 
 # Standard
@@ -16,7 +16,7 @@ import caikit
 import caikit.core.toolkit.logging
 
 # Local
-from caikit_computer_vision.proto_dump import dump_interfaces
+from example_tools.proto_dump import dump_interfaces
 import common
 
 

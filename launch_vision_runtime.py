@@ -37,10 +37,12 @@ def main() -> int:
     common.configure_caikit()
     # Imported after configuring caikit: the library reads the config when it is imported.
     # First Party
-    from caikit_computer_vision import demo_assets
     from caikit_computer_vision.atomic_dirs import remove_leftovers
-    from caikit_computer_vision.proto_dump import dump_interfaces
     from caikit_computer_vision.runtime_server import serve
+
+    # Local
+    from example_tools import demo_assets
+    from example_tools.proto_dump import dump_interfaces
 
     if args.purge_dirs:
         shutil.rmtree(common.MODELS_DIR, ignore_errors=True)

@@ -34,7 +34,7 @@ import uuid
 import grpc
 
 # Local
-from caikit_computer_vision.synthetic_data import render_example
+from example_tools.synthetic_data import render_example
 from tests.grpc_wire import predict_callable
 
 DEFAULT_CLIENTS = 8
@@ -584,7 +584,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         # Local
         # Imported here: building a model imports transformers, needless with --grpc.
-        from caikit_computer_vision.demo_assets import create_base_model
+        from example_tools.demo_assets import create_base_model
         from tests.example_runtime import start_example_runtime
 
         with tempfile.TemporaryDirectory(prefix="ccv-load-") as work_dir:

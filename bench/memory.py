@@ -23,7 +23,7 @@ from bench.figures import Figure, Target
 from bench.load_test import read_rss_kib
 from bench.served_models import DEMO_MODEL_ID, grpc_predict, save_models, serving
 from caikit_computer_vision.atomic_dirs import staged_directory
-from caikit_computer_vision.synthetic_data import render_example
+from example_tools.synthetic_data import render_example
 
 GROUP = "memory"
 MIB = 1024.0

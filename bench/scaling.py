@@ -17,9 +17,9 @@ import tempfile
 from bench.figures import Figure, Spread, interleaved_rounds, paired, ratio
 from bench.served_models import DEMO_MODEL_ID, save_models
 from caikit_computer_vision.data_model import ObjectDetectionTrainSet
-from caikit_computer_vision.demo_assets import train_data_paths
+from example_tools.demo_assets import train_data_paths
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
-from caikit_computer_vision.synthetic_data import generate_train_data, render_example
+from example_tools.synthetic_data import generate_train_data, render_example
 
 GROUP = "scaling"
 MS = 1000.0

@@ -17,7 +17,7 @@ import shutil
 import grpc
 
 # Local
-from caikit_computer_vision.demo_assets import create_base_model
+from example_tools.demo_assets import create_base_model
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from tests.example_runtime import prepare_work_dir
 from tests.grpc_wire import predict_callable

@@ -26,7 +26,7 @@ from bench.served_models import (
     save_models,
     serving,
 )
-from caikit_computer_vision.synthetic_data import render_example
+from example_tools.synthetic_data import render_example
 from vision_client.local_runtime import free_port
 
 GROUP = "serving_overhead"

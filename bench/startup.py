@@ -35,7 +35,7 @@ from bench.load_test import (
 )
 from bench.served_models import DEMO_MODEL_ID, save_models, serving
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
-from caikit_computer_vision.synthetic_data import render_example
+from example_tools.synthetic_data import render_example
 from tests.example_runtime import prepare_work_dir
 from tests.grpc_wire import PREDICT_METHOD, encode_predict_request
 from vision_client.local_runtime import REPO_ROOT, free_port, runtime_env, start_runtime

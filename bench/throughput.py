@@ -37,7 +37,7 @@ from bench.served_models import (
     serving,
 )
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
-from caikit_computer_vision.synthetic_data import render_example
+from example_tools.synthetic_data import render_example
 from vision_client.local_runtime import free_port
 
 GROUP = "throughput"

@@ -15,11 +15,11 @@ import time
 # First Party
 import caikit_computer_vision  # noqa: F401  (configures caikit before the imports below)
 from caikit_computer_vision.defaults import DEFAULT_SEED, DEFAULT_TRAIN_BATCH_SIZE
-from caikit_computer_vision.evaluation import evaluate_detector
+from example_tools.evaluation import evaluate_detector
 from caikit_computer_vision.labelled_images import load_labelled_images
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
-from caikit_computer_vision.synthetic_data import generate_train_data
-from caikit_computer_vision.tiny_yolos import build_tiny_yolos
+from example_tools.synthetic_data import generate_train_data
+from example_tools.tiny_yolos import build_tiny_yolos
 from caikit_computer_vision.torch_device import select_device
 from caikit_computer_vision.training import fine_tune
 from vision_client.local_runtime import start_runtime

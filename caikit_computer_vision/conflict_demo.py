@@ -2,7 +2,9 @@
 
 Importing this file registers ``ConflictingThresholdDetector`` with caikit. It is imported only
 on demand (``python3 dump_protos.py --show-conflict``) and never by the package itself, so the
-real library, its runtime and its tests never see it.
+real library, its runtime and its tests never see it. It lives inside the library package, not
+with the example's tools, because caikit 0.29 generates services only for modules whose top-level
+package is ``runtime.library`` (``ServicePackageFactory._get_and_filter_modules``).
 
 Why it exists: caikit builds one ``ObjectDetectionTaskRequest`` for the task from the ``run``
 signatures of *all* modules that implement it. The real module declares ``threshold: float``,

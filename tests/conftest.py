@@ -19,8 +19,8 @@ if str(REPO_ROOT) not in sys.path:
 from caikit_computer_vision.modules.object_detection import (  # noqa: E402
     TransformersObjectDetector,
 )
-from caikit_computer_vision.synthetic_data import generate_train_data  # noqa: E402
-from caikit_computer_vision.tiny_yolos import build_tiny_yolos  # noqa: E402
+from example_tools.synthetic_data import generate_train_data  # noqa: E402
+from example_tools.tiny_yolos import build_tiny_yolos  # noqa: E402
 
 
 def encode_image(array: np.ndarray, image_format: str = "JPEG", mode: str = None) -> bytes:

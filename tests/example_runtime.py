@@ -11,7 +11,7 @@ import pathlib
 import shutil
 
 # Local
-from caikit_computer_vision.synthetic_data import generate_train_data
+from example_tools.synthetic_data import generate_train_data
 from vision_client.local_runtime import RuntimeProcess, start_runtime
 
 NUM_TRAIN_IMAGES = 32

@@ -10,7 +10,7 @@ import yaml
 
 # Local
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
-from caikit_computer_vision.tiny_yolos import build_tiny_yolos
+from example_tools.tiny_yolos import build_tiny_yolos
 
 from .conftest import encode_image, noise_image
 

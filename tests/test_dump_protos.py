@@ -15,7 +15,7 @@ import pytest
 from caikit.config import get_config
 
 # Local
-from caikit_computer_vision import proto_dump
+from example_tools import proto_dump
 
 from .proto_fixtures import (
     DUMP_TIMEOUT_S,
@@ -184,7 +184,7 @@ sys.path.insert(0, sys.argv[1])
 import common
 from caikit.config import get_config
 from caikit.runtime.model_management.model_manager import ModelManager
-from caikit_computer_vision.proto_dump import dump_interfaces
+from example_tools.proto_dump import dump_interfaces
 
 def state():
     runtime = get_config().runtime

@@ -9,7 +9,7 @@ from PIL import Image
 import pytest
 
 # Local
-from caikit_computer_vision.evaluation import (
+from example_tools.evaluation import (
     MapReport,
     ScoredBox,
     average_precision,

@@ -26,7 +26,7 @@ from bench.load_test import (
     format_report,
     run_load,
 )
-from caikit_computer_vision.synthetic_data import render_example
+from example_tools.synthetic_data import render_example
 from vision_client.local_runtime import RuntimeProcess
 
 from .example_runtime import start_example_runtime

@@ -20,7 +20,7 @@ from caikit.interfaces.common.data_model import File
 from caikit.interfaces.runtime.data_model import DeployModelRequest, UndeployModelRequest
 
 # Local
-from caikit_computer_vision.synthetic_data import render_example
+from example_tools.synthetic_data import render_example
 
 from .example_runtime import start_example_runtime
 from .grpc_wire import predict_callable

@@ -18,10 +18,10 @@ from caikit_computer_vision.defaults import (
     IMAGES_DIR_NAME,
     LABELS_FILE_NAME,
 )
-from caikit_computer_vision.evaluation import box_iou
+from example_tools.evaluation import box_iou
 from caikit_computer_vision.label_format import LabelledBox, read_labels_file
 from caikit_computer_vision.labelled_images import LabelledImage, load_labelled_images
-from caikit_computer_vision.synthetic_data import (
+from example_tools.synthetic_data import (
     EXAMPLE_IMAGE_NAME,
     MAX_LABELS,
     generate_train_data,

@@ -13,8 +13,8 @@ import torch
 from caikit_computer_vision.data_model import ObjectDetectionTrainSet
 from caikit_computer_vision.labelled_images import load_labelled_images
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
-from caikit_computer_vision.synthetic_data import generate_train_data, render_example
-from caikit_computer_vision.tiny_yolos import build_tiny_yolos
+from example_tools.synthetic_data import generate_train_data, render_example
+from example_tools.tiny_yolos import build_tiny_yolos
 from caikit_computer_vision.torch_device import select_device
 from caikit_computer_vision.training import fine_tune
 

@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 # Local
-from caikit_computer_vision.synthetic_data import generate_train_data, render_example
+from example_tools.synthetic_data import generate_train_data, render_example
 from vision_client.local_runtime import start_runtime
 
 from .example_runtime import start_example_runtime

@@ -12,7 +12,7 @@ import pathlib
 import shutil
 
 # Local
-from caikit_computer_vision.synthetic_data import render_example
+from example_tools.synthetic_data import render_example
 from vision_client.local_runtime import RuntimeProcess, start_runtime
 import common
 

@@ -16,7 +16,7 @@ from transformers.models.yolos.image_processing_pil_yolos import YolosImageProce
 import torch
 
 # Local
-from .defaults import DEFAULT_LABELS, DEFAULT_SEED
+from caikit_computer_vision.defaults import DEFAULT_LABELS, DEFAULT_SEED
 
 
 @dataclass(frozen=True)

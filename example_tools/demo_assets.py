@@ -12,11 +12,11 @@ import pathlib
 import alog
 
 # Local
-from .atomic_dirs import staged_directory
-from .defaults import DEFAULT_LABELS, DEFAULT_SEED, IMAGES_DIR_NAME, LABELS_FILE_NAME
-from .modules.object_detection import TransformersObjectDetector
-from .synthetic_data import generate_train_data, render_example
-from .tiny_yolos import build_tiny_yolos
+from caikit_computer_vision.atomic_dirs import staged_directory
+from caikit_computer_vision.defaults import DEFAULT_LABELS, DEFAULT_SEED, IMAGES_DIR_NAME, LABELS_FILE_NAME
+from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
+from example_tools.synthetic_data import generate_train_data, render_example
+from example_tools.tiny_yolos import build_tiny_yolos
 
 log = alog.use_channel("CCVDEMO")
 

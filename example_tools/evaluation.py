@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 # Local
-from .label_format import LabelledBox
-from .labelled_images import load_labelled_images
+from caikit_computer_vision.label_format import LabelledBox
+from caikit_computer_vision.labelled_images import load_labelled_images
 
 DEFAULT_IOU_THRESHOLD: float = 0.5
 

@@ -31,15 +31,15 @@ from caikit.core.exceptions import error_handler
 import alog
 
 # Local
-from .defaults import (
+from caikit_computer_vision.defaults import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_LABELS,
     DEFAULT_SEED,
     IMAGES_DIR_NAME,
     LABELS_FILE_NAME,
 )
-from .evaluation import box_iou
-from .label_format import LabelledBox, label_problem, write_labels_file
+from example_tools.evaluation import box_iou
+from caikit_computer_vision.label_format import LabelledBox, label_problem, write_labels_file
 
 log = alog.use_channel("CCVDATA")
 error = error_handler.get(log)

@@ -26,7 +26,7 @@ from caikit.runtime.model_management.model_manager import ModelManager
 import caikit
 
 # Local
-from .atomic_dirs import staged_directory
+from caikit_computer_vision.atomic_dirs import staged_directory
 
 # Config in force only while dumping. _dump_openapi builds the whole HTTP app just to read
 # its OpenAPI document: without these overrides that app would load (or, with
