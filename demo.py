@@ -9,48 +9,45 @@ client, e.g. ``python3 demo.py --num-epochs 100``.
 """
 
 # Standard
-import hashlib
-import os
 import pathlib
 import subprocess
 import sys
 import time
 
-REPO_DIR = pathlib.Path(__file__).resolve().parent
-VENV_DIR = REPO_DIR / ".venv"
-VENV_PYTHON = VENV_DIR / "bin" / "python"
+# Local
+from example_tools.venv import REPO_DIR, VENV_PYTHON, ensure_venv
+
 REQUIREMENTS = REPO_DIR / "requirements.txt"
-# Written after a complete install: a half-finished one is redone on the next run.
-INSTALLED_STAMP = VENV_DIR / "requirements.sha256"
+HELP_FLAGS = ("-h", "--help")
 
 
-def ensure_environment() -> None:
-    """Re-run this script inside .venv, creating and filling it first when needed."""
-    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
-    installed = INSTALLED_STAMP.read_text().strip() if INSTALLED_STAMP.is_file() else None
-    if installed != wanted:
-        print(f"Setting up {VENV_DIR} from {REQUIREMENTS.name} (only needed once)...", flush=True)
-        if not VENV_PYTHON.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(VENV_DIR)], check=True)
-        subprocess.run(
-            [str(VENV_PYTHON), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)],
-            check=True,
-        )
-        INSTALLED_STAMP.write_text(wanted + "\n")
-    if pathlib.Path(sys.prefix).resolve() != VENV_DIR.resolve():
-        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(pathlib.Path(__file__)), *sys.argv[1:]])
+def print_help() -> None:
+    """The demo's own help and, once .venv exists, the client's flags; nothing is set up."""
+    print(__doc__.strip())
+    if VENV_PYTHON.exists():
+        print("\nFlags of run_train_and_inference.py, which the demo passes on:\n")
+        subprocess.run([str(VENV_PYTHON), str(REPO_DIR / "run_train_and_inference.py"), "--help"])
+    else:
+        print("\n(The client's flags are listed here once .venv exists: run the demo once.)")
 
 
 def main() -> int:
-    ensure_environment()
-    sys.path.insert(0, str(REPO_DIR))
+    if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
+        print_help()
+        return 0
+    ensure_venv(REQUIREMENTS, [str(pathlib.Path(__file__).resolve()), *sys.argv[1:]])
     # Local
     from vision_client.local_runtime import CLIENT, start_runtime
     import common
 
     started = time.monotonic()
     print("Starting the runtime (launch_vision_runtime.py --purge_dirs)...", flush=True)
-    runtime = start_runtime(common.WORK_DIR, ["--purge_dirs"], ports=common.runtime_ports())
+    try:
+        runtime = start_runtime(common.WORK_DIR, ["--purge_dirs"], ports=common.runtime_ports())
+    except RuntimeError as err:
+        # The launcher's last line says why (e.g. which port is in use and how to pick another).
+        print(f"The runtime did not start: {str(err).strip().splitlines()[-1]}", file=sys.stderr)
+        return 1
     try:
         print(f"Runtime ready in {time.monotonic() - started:.1f} s (log: {runtime.log_path})")
         client = subprocess.run(

@@ -7,12 +7,15 @@ Runs in the foreground; Ctrl-C or SIGTERM stops it cleanly.
 """
 
 # Standard
+from typing import Dict, List, Tuple
 import argparse
-import shutil
+import socket
 import sys
 
 # Local
 import common
+import create_models_dir
+import create_train_data
 
 
 def parse_args() -> argparse.Namespace:
@@ -32,8 +35,37 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def busy_ports(host: str, ports: Dict[str, int]) -> List[Tuple[str, int]]:
+    """The (server, port) pairs that something else already listens on at ``host``.
+
+    Checked before the servers start so that a busy port is one line naming the port and the
+    override, not a traceback from deep inside grpc or uvicorn.
+    """
+    busy = []
+    for server, port in ports.items():
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As the servers do: a port whose old connections linger in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError:
+                busy.append((server, port))
+    return busy
+
+
 def main() -> int:
     args = parse_args()
+    ports = common.runtime_ports()
+    busy = busy_ports(args.host, ports)
+    if busy:
+        server, port = busy[0]
+        print(
+            f"port {port} ({server}) is already in use on {args.host}: stop the program that "
+            f"holds it, or choose another port with RUNTIME_{server.upper()}_PORT=<port>",
+            file=sys.stderr,
+        )
+        return 2
     common.configure_caikit()
     # Imported after configuring caikit: the library reads the config when it is imported.
     # First Party
@@ -45,17 +77,8 @@ def main() -> int:
     from example_tools.proto_dump import dump_interfaces
 
     if args.purge_dirs:
-        shutil.rmtree(common.MODELS_DIR, ignore_errors=True)
-        common.MODELS_DIR.mkdir(parents=True)
-        print(f"Creating {common.MODELS_DIR / common.BASE_MODEL_ID} (a random tiny YOLOS)")
-        demo_assets.create_base_model(common.MODELS_DIR / common.BASE_MODEL_ID)
-        print(f"Generating {common.NUM_TRAIN_IMAGES} training images in {common.TRAIN_DATA_DIR}")
-        demo_assets.create_train_data(
-            common.TRAIN_DATA_DIR,
-            common.NUM_TRAIN_IMAGES,
-            query_image_name=common.QUERY_IMAGE.name,
-            query_label=common.QUERY_LABEL,
-        )
+        create_models_dir.create()
+        create_train_data.create()
         print(f"Dumping the generated interfaces to {common.PROTOS_DIR}")
         dump_interfaces(common.PROTOS_DIR)
     else:
@@ -73,7 +96,6 @@ def main() -> int:
     for leftover in remove_leftovers(common.MODELS_DIR):
         print(f"Removed {leftover}, left by an interrupted save")
 
-    ports = common.runtime_ports()
     print(
         f"Serving models from {common.MODELS_DIR}: gRPC on {args.host}:{ports['grpc']}, "
         f"HTTP on http://{args.host}:{ports['http']}, metrics on :{ports['metrics']}. "

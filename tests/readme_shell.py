@@ -1,4 +1,4 @@
-"""Run README.md's shell commands as a reader would paste them, against a test runtime.
+"""Run the shell commands of README.md and docs/*.md as a reader would paste them.
 
 The README writes the ports of runtime_config.yaml (127.0.0.1:8085, :8080, :8086); a test runtime
 listens on free ports, so those addresses, and nothing else, are replaced before a command runs.
@@ -22,6 +22,8 @@ import common
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = REPO_ROOT / "README.md"
+# The pages a reader is sent to from the README; their commands are checked like its own.
+DOCS = sorted((REPO_ROOT / "docs").glob("*.md"))
 # Tools that requirements-dev.txt installs into the virtualenv (grpcurl) are on a reader's PATH once
 # the environment is activated, as the README says.
 VENV_BIN = pathlib.Path(sys.executable).parent
@@ -29,12 +31,15 @@ COMMAND_TIMEOUT_S = 120
 
 
 def readme_section(heading: str, text: str = None) -> str:
-    """The README text under ``heading`` (e.g. ``### The same calls over HTTP``), up to the
-    next heading of the same or a higher level."""
-    text = README.read_text(encoding="utf-8") if text is None else text
+    """The text under ``heading`` (e.g. ``### The same calls over HTTP``), up to the next heading
+    of the same or a higher level, in ``text`` or else in the one page of README.md and docs/
+    that has that heading."""
+    if text is None:
+        pages = [page for page in (README, *DOCS) if heading in _lines(page)]
+        assert len(pages) == 1, f"heading {heading!r} should be in one page, found in {pages}"
+        text = pages[0].read_text(encoding="utf-8")
     level = len(heading) - len(heading.lstrip("#"))
     lines = text.splitlines()
-    assert heading in lines, f"README.md has no heading {heading!r}"
     start = lines.index(heading) + 1
     end = next(
         (
@@ -45,6 +50,10 @@ def readme_section(heading: str, text: str = None) -> str:
         len(lines),
     )
     return "\n".join(lines[start:end])
+
+
+def _lines(page: pathlib.Path) -> List[str]:
+    return page.read_text(encoding="utf-8").splitlines()
 
 
 def bash_commands(section: str) -> List[str]:

@@ -24,7 +24,7 @@ DOCKERFILE = DEPLOY_DIR / "Dockerfile"
 DOCKERIGNORE = DEPLOY_DIR / "Dockerfile.dockerignore"
 SERVING_RUNTIME = DEPLOY_DIR / "kserve" / "servingruntime.yaml"
 INFERENCE_SERVICE = DEPLOY_DIR / "kserve" / "inferenceservice.yaml"
-CLUSTER_SECTION = "## From one machine to a cluster"
+CLUSTER_SECTION = "# Deployment"
 # Where KServe puts the content of an InferenceService's storageUri in the model container.
 KSERVE_MODEL_DIR = "/mnt/models"
 CONTAINER_MODELS_DIR = "/app/models"

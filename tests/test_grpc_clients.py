@@ -40,9 +40,9 @@ from .readme_shell import (
 )
 from .walkthrough_runtime import serve_walkthrough
 
-GRPCURL_SECTION = "### grpcurl, through server reflection"
-NODE_SECTION = "### From another language: Node.js"
-HEALTH_SECTION = "### Health, models and metrics"
+GRPCURL_SECTION = "## grpcurl, through server reflection"
+NODE_SECTION = "## From another language: Node.js"
+HEALTH_SECTION = "## Health, models and metrics"
 PREDICT_SERVICE = "ccv.ComputerVisionService"
 PREDICT_METHOD = "ObjectDetectionTaskPredict"
 # What `grpcurl list` and the reflection client must find: ours and caikit's.

@@ -32,7 +32,7 @@ from .readme_shell import (
 from .walkthrough_runtime import serve_walkthrough
 
 HTTP_SECTION = "### The same calls over HTTP"
-HEALTH_SECTION = "### Health, models and metrics"
+HEALTH_SECTION = "## Health, models and metrics"
 PREDICT_ROUTE = "/api/v1/task/object-detection"
 TRAIN_ROUTE = "/api/v1/ObjectDetectionTaskTransformersObjectDetectorTrain"
 TRAINING_TIMEOUT_S = 180
