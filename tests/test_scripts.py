@@ -1,6 +1,7 @@
 """The launcher without --purge_dirs, and the one-command demo, run as a user runs them."""
 
 # Standard
+import socket
 import subprocess
 import sys
 
@@ -44,3 +45,40 @@ def test_one_command_demo_runs_every_step_and_stops_the_runtime(tmp_path):
     assert "the runtime is stopped" in run.stdout
     assert (tmp_path / "models" / "new_model" / "config.yml").is_file()
     assert "runtime stopped" in (tmp_path / "runtime.log").read_text()
+
+
+def test_launcher_names_a_busy_port_and_its_override_in_one_line(tmp_path):
+    ports = _free_ports()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", ports["http"]))
+        holder.listen()
+        run = subprocess.run(
+            [sys.executable, str(LAUNCHER), "--purge_dirs"],
+            cwd=tmp_path,
+            env=runtime_env(ports),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert run.returncode == 2
+    assert run.stderr.strip() == (
+        f"port {ports['http']} (http) is already in use on 127.0.0.1: stop the program that "
+        "holds it, or choose another port with RUNTIME_HTTP_PORT=<port>"
+    )
+    # Refused before any set-up work: nothing was purged or created.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_help_only_prints_help(tmp_path):
+    (tmp_path / "models" / "keep_me").mkdir(parents=True)
+    run = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "demo.py"), "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "The whole example in one command" in run.stdout
+    assert "--num-epochs" in run.stdout  # the client's flags, which the demo passes on
+    assert [path.name for path in tmp_path.rglob("*")] == ["models", "keep_me"]
