@@ -37,7 +37,7 @@ def main() -> int:
         return 0
     ensure_venv(REQUIREMENTS, [str(pathlib.Path(__file__).resolve()), *sys.argv[1:]])
     # Local
-    from vision_client.local_runtime import CLIENT, start_runtime
+    from example_tools.runtime_harness import CLIENT, start_runtime
     import common
 
     started = time.monotonic()

@@ -35,7 +35,7 @@ import grpc
 
 # Local
 from example_tools.synthetic_data import render_example
-from tests.grpc_wire import predict_callable
+from example_tools.runtime_harness import predict_callable
 
 DEFAULT_CLIENTS = 8
 DEFAULT_DURATION_S = 60.0
@@ -585,7 +585,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Local
         # Imported here: building a model imports transformers, needless with --grpc.
         from example_tools.demo_assets import create_base_model
-        from tests.example_runtime import start_example_runtime
+        from example_tools.runtime_harness import start_example_runtime
 
         with tempfile.TemporaryDirectory(prefix="ccv-load-") as work_dir:
             base_model = pathlib.Path(work_dir) / "base" / MODEL_ID

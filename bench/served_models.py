@@ -1,6 +1,6 @@
 """Models saved for a benchmark, and the example runtime serving them on free loopback ports.
 
-The runtime is the real one (launch_vision_runtime.py through vision_client.local_runtime), in
+The runtime is the real one (launch_vision_runtime.py through example_tools.runtime_harness), in
 a working directory laid out like the example's: ``models/<id>`` and ``train_data/``.
 """
 
@@ -19,9 +19,12 @@ import grpc
 # Local
 from example_tools.demo_assets import create_base_model
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
-from tests.example_runtime import prepare_work_dir
-from tests.grpc_wire import predict_callable
-from vision_client.local_runtime import RuntimeProcess, start_runtime
+from example_tools.runtime_harness import (
+    predict_callable,
+    prepare_work_dir,
+    RuntimeProcess,
+    start_runtime,
+)
 import common
 
 # The demo model's id and architecture; other benchmarks add more models beside it.

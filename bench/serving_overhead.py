@@ -27,7 +27,7 @@ from bench.served_models import (
     serving,
 )
 from example_tools.synthetic_data import render_example
-from vision_client.local_runtime import free_port
+from example_tools.runtime_harness import free_port
 
 GROUP = "serving_overhead"
 MS = 1000.0

@@ -38,7 +38,7 @@ from bench.served_models import (
 )
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from example_tools.synthetic_data import render_example
-from vision_client.local_runtime import free_port
+from example_tools.runtime_harness import free_port
 
 GROUP = "throughput"
 TARGET = Target(0.9, at_least=True)

@@ -22,7 +22,7 @@ from example_tools.synthetic_data import generate_train_data
 from example_tools.tiny_yolos import build_tiny_yolos
 from caikit_computer_vision.torch_device import select_device
 from caikit_computer_vision.training import fine_tune
-from vision_client.local_runtime import start_runtime
+from example_tools.runtime_harness import start_runtime
 import common
 
 # Local

@@ -17,7 +17,7 @@ import sys
 import yaml
 
 # Local
-from vision_client.local_runtime import RuntimeProcess
+from example_tools.runtime_harness import RuntimeProcess
 import common
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """A served example runtime for the tests that send it bad and odd predict requests.
 
 One runtime per test module (a start takes seconds); the gRPC predict call is the hand-encoded
-one of grpc_wire.py, and results are checked the same way whatever the test sent.
+one of the runtime harness, and results are checked the same way whatever the test sent.
 """
 
 # Standard
@@ -16,12 +16,10 @@ import yaml
 
 # Local
 from caikit_computer_vision.defaults import DEFAULT_LABELS
-from vision_client.local_runtime import RuntimeProcess
+from example_tools.runtime_harness import predict_callable, RuntimeProcess, start_example_runtime
 import common
 
 from .conftest import encode_image, noise_image
-from .example_runtime import start_example_runtime
-from .grpc_wire import predict_callable
 
 # The largest gRPC message the runtime takes, as runtime_config.yaml sets it.
 MAX_MESSAGE_BYTES = yaml.safe_load(common.RUNTIME_CONFIG.read_text())["runtime"]["grpc"][
@@ -34,7 +32,7 @@ class ServedExample:
     """A running example runtime and a gRPC predict call bound to it."""
 
     runtime: RuntimeProcess
-    # grpc_wire.predict_callable over one loopback channel: predict(inputs, threshold, ...).
+    # runtime_harness.predict_callable over one loopback channel: predict(inputs, threshold, ...).
     predict: Callable
 
 

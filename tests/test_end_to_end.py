@@ -15,7 +15,7 @@ from PIL import Image
 import pytest
 
 # Local
-from vision_client.local_runtime import CLIENT, start_runtime
+from example_tools.runtime_harness import CLIENT, start_runtime
 import common
 
 CLIENT_EPOCHS = "10"

@@ -27,7 +27,7 @@ import pytest
 # Local
 from caikit_computer_vision.data_model import ObjectDetectionResult
 from caikit_computer_vision.defaults import MAX_IMAGE_PIXELS
-from vision_client.local_runtime import RuntimeProcess
+from example_tools.runtime_harness import RuntimeProcess
 
 from .conftest import encode_image, noise_image
 from .served_example import (

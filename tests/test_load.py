@@ -27,9 +27,8 @@ from bench.load_test import (
     run_load,
 )
 from example_tools.synthetic_data import render_example
-from vision_client.local_runtime import RuntimeProcess
+from example_tools.runtime_harness import RuntimeProcess, start_example_runtime
 
-from .example_runtime import start_example_runtime
 
 LONG_RUN = os.environ.get("CCV_LONG_TESTS") == "1"
 LOAD_CLIENTS = 8

@@ -22,8 +22,7 @@ from caikit.interfaces.runtime.data_model import DeployModelRequest, UndeployMod
 # Local
 from example_tools.synthetic_data import render_example
 
-from .example_runtime import start_example_runtime
-from .grpc_wire import predict_callable
+from example_tools.runtime_harness import predict_callable, start_example_runtime
 
 IMAGE, _ = render_example("cat")
 TRAIN_ROUTE = "/api/v1/ObjectDetectionTaskTransformersObjectDetectorTrain"

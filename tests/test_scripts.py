@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 # Local
-from vision_client.local_runtime import LAUNCHER, REPO_ROOT, free_port, runtime_env
+from example_tools.runtime_harness import LAUNCHER, REPO_ROOT, free_port, runtime_env
 
 
 def _free_ports():

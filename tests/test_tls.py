@@ -21,11 +21,14 @@ import pytest
 import yaml
 
 # Local
-from vision_client.local_runtime import RuntimeProcess, start_runtime
+from example_tools.runtime_harness import (
+    predict_callable,
+    prepare_work_dir,
+    RuntimeProcess,
+    start_runtime,
+)
 
 from .conftest import encode_image, noise_image
-from .example_runtime import prepare_work_dir
-from .grpc_wire import predict_callable
 
 OPENSSL = "/usr/bin/openssl"
 # Extensions a strict verifier expects: a real CA, and leaf certificates limited to their role.

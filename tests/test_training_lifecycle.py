@@ -16,10 +16,8 @@ import pytest
 
 # Local
 from example_tools.synthetic_data import generate_train_data, render_example
-from vision_client.local_runtime import start_runtime
+from example_tools.runtime_harness import predict_callable, start_example_runtime, start_runtime
 
-from .example_runtime import start_example_runtime
-from .grpc_wire import predict_callable
 from .test_runtime_guards import TRAIN_ROUTE, _train_body, _wait_for
 
 IMAGE, _ = render_example("dog")

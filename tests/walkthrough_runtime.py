@@ -13,10 +13,9 @@ import shutil
 
 # Local
 from example_tools.synthetic_data import render_example
-from vision_client.local_runtime import RuntimeProcess, start_runtime
+from example_tools.runtime_harness import prepare_work_dir, RuntimeProcess, start_runtime
 import common
 
-from .example_runtime import prepare_work_dir
 from .proto_fixtures import dump_protos_once
 from .readme_shell import REPO_ROOT
 
