@@ -20,7 +20,7 @@ import time
 import torch
 
 # Local
-from bench.load_test import percentile
+from example_tools.load_generator import percentile
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import grpc
 
 # Local
 from bench.figures import Figure, Target
-from bench.load_test import read_rss_kib
+from example_tools.load_generator import read_rss_kib
 from bench.served_models import DEMO_MODEL_ID, grpc_predict, save_models, serving
 from caikit_computer_vision.atomic_dirs import staged_directory
 from example_tools.synthetic_data import render_example

@@ -26,7 +26,7 @@ import grpc
 
 # Local
 from bench.figures import Figure, Spread, Target, interleaved, paired, ratio
-from bench.load_test import (
+from example_tools.load_generator import (
     DEFAULT_TRAIN_PARAMETERS,
     FINISHED_STATES,
     TRAIN_PATH,

@@ -2,7 +2,7 @@
 
 The baseline is the best sequential loop of ``module.run`` in this process, with torch on one
 thread (the runtime's setting) and on two; every round measures it again beside each gRPC
-window. The clients are bench/load_test.py's ``PredictClients`` (a thread and a channel each),
+window. The clients are example_tools/load_generator.py's ``PredictClients`` (a thread and a channel each),
 on this machine like the server. The same clients against the gRPC floor (bench/grpc_floor.py)
 show the most that any Python gRPC service reaches here.
 
@@ -28,7 +28,7 @@ import torch
 # Local
 from bench.figures import Figure, Spread, Target, interleaved, paired, ratio
 from bench.grpc_floor import floor_server
-from bench.load_test import PredictClients
+from example_tools.load_generator import PredictClients
 from bench.served_models import (
     ARCHITECTURE_OF,
     DEMO_MODEL_ID,

@@ -1,7 +1,7 @@
 """Load: concurrent gRPC predicts while the runtime trains, and a clean stop on SIGTERM mid-load.
 
 One runtime (its own temporary directory, free loopback ports) takes 8 clients predicting back
-to back while a training runs (bench/load_test.py): 12 s in CI, the issue's 60 s with
+to back while a training runs (example_tools/load_generator.py): 12 s in CI, the issue's 60 s with
 CCV_LONG_TESTS=1. No prediction may fail and the server's memory may grow by less than 5 %;
 latency is printed, never asserted (machines are noisy). Then SIGTERM arrives in the middle of a
 fresh burst of predicts: every call already in flight completes OK and the runtime exits 0.
@@ -19,7 +19,7 @@ import time
 import pytest
 
 # Local
-from bench.load_test import (
+from example_tools.load_generator import (
     LoadReport,
     PredictClients,
     RuntimeTarget,
@@ -33,7 +33,7 @@ from example_tools.runtime_harness import RuntimeProcess, start_example_runtime
 LONG_RUN = os.environ.get("CCV_LONG_TESTS") == "1"
 LOAD_CLIENTS = 8
 LOAD_SECONDS = 60.0 if LONG_RUN else 12.0
-# Measured after a warm-up (see bench/load_test.py), the growth stays well under 1 % in 12 s
+# Measured after a warm-up (see example_tools/load_generator.py), the growth stays well under 1 % in 12 s
 # and in 60 s alike, so the bound holds in CI too.
 MAX_RSS_GROWTH_PERCENT = 5.0
 # Load before the signal, so that it lands among calls in flight.

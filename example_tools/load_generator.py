@@ -1,15 +1,17 @@
-"""Load test: concurrent gRPC predict clients against the example runtime while it trains.
+"""Load: concurrent gRPC predict clients against the example runtime while it trains.
 
-    .venv/bin/python -m bench.load_test                  # own runtime in a temp dir, 8 x 60 s
-    .venv/bin/python -m bench.load_test --clients 4 --duration 20 --json load.json
-    .venv/bin/python -m bench.load_test --grpc 127.0.0.1:8085 --http 127.0.0.1:8080 --pid PID
+    .venv/bin/python -m example_tools.load_generator           # own runtime, 8 clients x 60 s
+    .venv/bin/python -m example_tools.load_generator --clients 4 --duration 20 --json load.json
+    .venv/bin/python -m example_tools.load_generator --grpc 127.0.0.1:8085 \
+        --http 127.0.0.1:8080 --pid PID
 
 Run from the repository root. N client threads, each with its own channel, call
 ObjectDetectionTaskPredict back to back for D seconds while a training keeps running in the
 runtime (when one ends early, another starts under a new model name). Reported: requests,
 failed predictions (any status but OK), latency percentiles, requests/s, the runtime's resident
 memory (VmRSS, sampled every second) and its growth over the run, and the training states seen.
-Figures only: nothing here passes or fails on time; tests/test_load.py asserts what must hold.
+Figures only: nothing here passes or fails on time. bench/ reads its figures, and
+tests/test_load.py asserts what must hold under load.
 """
 
 # Standard
