@@ -28,7 +28,7 @@ from example_tools.runtime_harness import (
 import common
 
 # The demo model's id and architecture; other benchmarks add more models beside it.
-DEMO_MODEL_ID = "my_model"
+DEMO_MODEL_ID = common.BASE_MODEL_ID
 # A model of hustvl/yolos-tiny's size (6.5 M parameters, 512 px and more): realistic compute.
 YOLOS_TINY_MODEL_ID = "yolos_tiny"
 ARCHITECTURE_OF = {DEMO_MODEL_ID: "tiny", YOLOS_TINY_MODEL_ID: "yolos-tiny"}

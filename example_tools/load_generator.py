@@ -36,6 +36,7 @@ import uuid
 import grpc
 
 # Local
+from common import BASE_MODEL_ID
 from example_tools.synthetic_data import render_example
 from example_tools.runtime_harness import predict_callable
 
@@ -63,12 +64,11 @@ FINISHED_STATES = ("COMPLETED", "CANCELED", "ERRORED")
 # layout). Enough epochs that one training outlasts a 60 s run on two CPU cores; the load test
 # cancels it when the load ends.
 DEFAULT_TRAIN_PARAMETERS = {
-    "model_path": "models/my_model",
+    "model_path": f"models/{BASE_MODEL_ID}",
     "train_data": {"img_dir_path": "train_data/images", "labels_file": "train_data/labels.txt"},
     "num_epochs": 1000,
     "learning_rate": 0.001,
 }
-MODEL_ID = "my_model"
 TRAINING_POLL_INTERVAL_S = 0.5
 TRAINING_WAIT_S = 60.0
 
@@ -227,7 +227,7 @@ class PredictClients:
         grpc_address: str,
         image: bytes,
         count: int = DEFAULT_CLIENTS,
-        model_id: str = MODEL_ID,
+        model_id: str = BASE_MODEL_ID,
         threshold: Optional[float] = None,
     ):
         self._address = grpc_address
@@ -590,7 +590,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from example_tools.runtime_harness import start_example_runtime
 
         with tempfile.TemporaryDirectory(prefix="ccv-load-") as work_dir:
-            base_model = pathlib.Path(work_dir) / "base" / MODEL_ID
+            base_model = pathlib.Path(work_dir) / "base" / BASE_MODEL_ID
             create_base_model(base_model)
             runtime = start_example_runtime(pathlib.Path(work_dir) / "runtime", base_model)
             try:

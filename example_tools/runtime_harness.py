@@ -31,14 +31,16 @@ import urllib.request
 # Third Party
 import grpc
 
+# Local
+from common import BASE_MODEL_ID
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = REPO_ROOT / "launch_vision_runtime.py"
 CLIENT = REPO_ROOT / "run_train_and_inference.py"
 DUMP_SCRIPT = REPO_ROOT / "dump_protos.py"
 
-# The gRPC method of predictions, and the model a prepared working directory serves.
+# The gRPC method of predictions.
 PREDICT_METHOD = "/ccv.ComputerVisionService/ObjectDetectionTaskPredict"
-BASE_MODEL_ID = "my_model"
 # Training images of a prepared working directory: enough for every check, quick to generate.
 NUM_TRAIN_IMAGES = 32
 
