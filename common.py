@@ -11,8 +11,14 @@ from typing import Dict
 import os
 import pathlib
 
+# Local
+from example_tools.venv import require_venv
+
+# Every script imports this module first: outside .venv, say so in one line, not a traceback.
+require_venv()
+
 # Third Party
-import yaml
+import yaml  # noqa: E402
 
 REPO_DIR = pathlib.Path(__file__).resolve().parent
 RUNTIME_CONFIG = REPO_DIR / "runtime_config.yaml"

@@ -82,3 +82,17 @@ def test_demo_help_only_prints_help(tmp_path):
     assert "The whole example in one command" in run.stdout
     assert "--num-epochs" in run.stdout  # the client's flags, which the demo passes on
     assert [path.name for path in tmp_path.rglob("*")] == ["models", "keep_me"]
+
+
+def test_outside_the_venv_a_script_says_what_to_do_in_one_line():
+    # A module that no environment has stands for the example's packages outside .venv.
+    code = (
+        "import example_tools.venv as venv; "
+        "venv.REQUIRED_MODULES = ('ccv_no_such_module',); venv.require_venv()"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().startswith("ccv_no_such_module not installed for ")
+    assert "python3 demo.py" in run.stderr and len(run.stderr.strip().splitlines()) == 1
