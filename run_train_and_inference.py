@@ -58,7 +58,11 @@ def main() -> int:
     args = parse_args()
     port = args.port or common.runtime_grpc_port()
 
-    reason = stubs.why_stale(common.PROTOS_DIR, common.GENERATED_DIR)
+    try:
+        reason = stubs.why_stale(common.PROTOS_DIR, common.GENERATED_DIR)
+    except FileNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 1
     if reason:
         print(f"Compiling {common.PROTOS_DIR}/*.proto into {common.GENERATED_DIR}/ ({reason})")
         stubs.compile_stubs(common.PROTOS_DIR, common.GENERATED_DIR)
@@ -99,6 +103,13 @@ def main() -> int:
         )
     except calls.TrainingFailed as err:
         print(f"Training failed: {err}")
+        return 1
+    except grpc.RpcError as err:
+        print(
+            f"The runtime on {args.host}:{port} stopped answering during the training "
+            f"({err.code().name}): start it again; a training it did not finish saved nothing",
+            file=sys.stderr,
+        )
         return 1
     print(f"Training finished in {outcome.seconds:.1f} s")
 

@@ -127,6 +127,39 @@ def test_client_reports_a_refused_training_and_exits_1(runtime, client_run):
     assert not (runtime.work_dir / "models" / "broken").exists()
 
 
-def test_runtime_stops_cleanly_on_sigterm(runtime, client_run):
-    assert runtime.stop() == 0, runtime.log()
-    assert "runtime stopped" in runtime.log()
+def test_client_without_protos_says_how_to_get_them(tmp_path):
+    failed = subprocess.run(
+        [sys.executable, str(CLIENT)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines() == [
+        f"no .proto files in {tmp_path / 'protos'}: start the runtime with "
+        "'python3 launch_vision_runtime.py --purge_dirs' or run 'python3 dump_protos.py'"
+    ]
+
+
+def test_sigterm_mid_training_stops_the_runtime_and_the_client_says_so(runtime, client_run):
+    client = subprocess.Popen(
+        [sys.executable, str(CLIENT), "--num-epochs", "100000", "--model-id", "interrupted"],
+        cwd=runtime.work_dir,
+        env=runtime.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # The client prints this line once the runtime has accepted the training.
+        for line in client.stdout:
+            if "each epoch's loss is in the runtime's log" in line:
+                break
+        assert runtime.stop() == 0, runtime.log()
+        assert "runtime stopped (1 running trainings cancelled)" in runtime.log()
+        _, stderr = client.communicate(timeout=60)
+    finally:
+        client.kill()
+    assert client.returncode == 1
+    assert stderr.strip().splitlines() == [
+        f"The runtime on 127.0.0.1:{runtime.ports['grpc']} stopped answering during the "
+        "training (UNAVAILABLE): start it again; a training it did not finish saved nothing"
+    ]
+    assert not (runtime.work_dir / "models" / "interrupted").exists()
