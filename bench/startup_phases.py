@@ -43,14 +43,15 @@ def main() -> int:
 
     os.chdir(sys.argv[1])
     common.configure_caikit()
-    from caikit_computer_vision.runtime_server import LOOPBACK, _listen_on
+    from caikit_computer_vision.caikit_workarounds import build_servers_with
+    from caikit_computer_vision.runtime_server import LOOPBACK
 
     mark("configure + import library")
     # The model manager loads every model in models/ when it is first made, as the gRPC
     # server's predict servicer does at start-up (runtime.wait_for_initial_model_loads).
     ModelManager.get_instance()
     mark("load models")
-    with _listen_on(LOOPBACK):
+    with build_servers_with(LOOPBACK):
         RuntimeGRPCServer()
         mark("build gRPC services (protos)")
         RuntimeHTTPServer()

@@ -1,33 +1,39 @@
-"""Start caikit's gRPC and HTTP servers on a chosen interface and run until SIGINT/SIGTERM.
+"""Start caikit's gRPC and HTTP servers behind the front door, on a chosen interface.
 
-caikit 0.29 hard-codes where it listens: gRPC on ``[::]``, HTTP and Prometheus metrics on
-``0.0.0.0``, i.e. every interface of the machine. A runtime example is copied into real
-services, so ours listens on loopback unless told otherwise (as TorchServe does). The servers
-are caikit's own; only the address they bind is replaced, while they are being built.
+caikit 0.29 hard-codes where it listens (every interface) and offers no hook to put checks in
+front of its servers. A runtime example is copied into real services, so ours listens on
+loopback unless told otherwise (as TorchServe does), and every call passes the front door
+(guards/front_door.py) first: a gRPC interceptor and ASGI middleware on caikit's own servers.
+How they are slotted in is in caikit_workarounds.py.
 """
 
 # Standard
-from contextlib import contextmanager
-from typing import Iterator
-import functools
-
-# Third Party
-import grpc
+from typing import Dict
 
 # First Party
 from caikit.config import get_config
-from caikit.runtime.model_management.model_manager import ModelManager
+from caikit.core import MODEL_MANAGER
+from caikit.core.exceptions import error_handler
+from caikit.runtime.http_server.pydantic_wrapper import dataobject_to_pydantic
+from caikit.runtime.names import get_http_route_name
+from caikit.runtime.service_generation.rpcs import ModuleClassTrainRPC, TaskPredictRPC
 import alog
 
 # Local
-from .guards.deployment import guard_model_deployment
+from .caikit_workarounds import build_servers_with, cancel_running_trainings, http_request_class
+from .guards.front_door import FrontDoor, grpc_allowlist
+from .guards.grpc_door import GrpcFrontDoor
+from .guards.http_door import HttpFrontDoor, http_allowlist
+from .guards.limits import LIBRARY_CONFIG_KEY, Limits
 
 log = alog.use_channel("CCVSERVE")
+error = error_handler.get(log)
 
 LOOPBACK = "127.0.0.1"
-# Section of the caikit config with this library's runtime settings.
-LIBRARY_CONFIG_KEY = "caikit_computer_vision"
-_CAIKIT_GRPC_ADDRESS_PREFIX = "[::]:"
+# Threads the gRPC server keeps besides model calls and open streams (health checks, status).
+SPARE_THREADS = 2
+
+__all__ = ["LIBRARY_CONFIG_KEY", "LOOPBACK", "serve"]
 
 
 def serve(host: str = LOOPBACK) -> None:
@@ -43,8 +49,12 @@ def serve(host: str = LOOPBACK) -> None:
     from caikit.runtime.http_server import RuntimeHTTPServer
 
     runtime = get_config().runtime
+    limits = Limits.from_config()
+    _check_thread_pool(limits)
+    door = FrontDoor(limits, runtime.local_models_dir, lambda: MODEL_MANAGER.get_trainer("default"))
+    grpc_door = GrpcFrontDoor(door)
     grpc_server = http_server = None
-    with _listen_on(host):
+    with build_servers_with(host, interceptors=[grpc_door]):
         if runtime.grpc.enabled:
             grpc_server = RuntimeGRPCServer()
         if runtime.http.enabled:
@@ -53,76 +63,67 @@ def serve(host: str = LOOPBACK) -> None:
             http_server.server.config.host = host
     if grpc_server is None and http_server is None:
         raise ValueError("both runtime.grpc.enabled and runtime.http.enabled are false")
-    library_config = get_config().get(LIBRARY_CONFIG_KEY) or {}
-    guard_model_deployment(
-        ModelManager.get_instance(),
-        allowed=bool(library_config.get("allow_model_deployment", False)),
-        models_dir=runtime.local_models_dir,
-    )
-
     if grpc_server is not None:
+        grpc_door.allowed = grpc_allowlist(
+            _service_name(grpc_server.inference_service),
+            _service_name(grpc_server.training_service),
+            lambda service: _methods(grpc_server, service),
+        )
         grpc_server.start(blocking=http_server is None)
     if http_server is not None:
+        predict_models, train_models = _http_request_models(http_server)
+        http_server.app.add_middleware(
+            HttpFrontDoor, door=door, allowed=http_allowlist(predict_models, train_models)
+        )
         http_server.start(blocking=True)
     if grpc_server is not None and http_server is not None:
         # The HTTP server returned because of a signal, which caikit also sent to gRPC.
         grpc_server.server.wait_for_termination(
             timeout=runtime.grpc.server_shutdown_grace_period_seconds + 5
         )
-    cancelled = _cancel_running_trainings()
+    cancelled = cancel_running_trainings(MODEL_MANAGER.get_trainer("default"))
     log.info("<CCV84210377I>", "runtime stopped (%d running trainings cancelled)", cancelled)
 
 
-def _cancel_running_trainings() -> int:
-    """Cancel trainings still running, so that the process can exit.
-
-    caikit 0.29 trains in non-daemon threads and does not stop them on shutdown: without this,
-    SIGTERM during a training leaves the process running until the training ends. A cancelled
-    training writes nothing (models are only saved, atomically, after the last epoch).
-    """
-    # First Party
-    from caikit.core import MODEL_MANAGER
-
-    futures = getattr(MODEL_MANAGER.get_trainer("default"), "_futures", {})
-    running = [f for f in list(futures.values()) if not f.get_info().status.is_terminal]
-    for future in running:
-        log.info("<CCV84210378I>", "cancelling training %s at shutdown", future.id)
-        future.cancel()
-    for future in running:
-        future.wait()
-    return len(running)
-
-
-@contextmanager
-def _listen_on(host: str) -> Iterator[None]:
-    """While caikit builds its servers, make their listening sockets bind ``host``."""
-    # First Party
-    import caikit.runtime.server_base as server_base
-
-    original_grpc_server = grpc.server
-    original_metrics_server = server_base.start_http_server
-
-    def grpc_server_on_host(*args, **kwargs):
-        server = original_grpc_server(*args, **kwargs)
-        for method_name in ("add_insecure_port", "add_secure_port"):
-            setattr(server, method_name, _rebind(getattr(server, method_name), host))
-        return server
-
-    grpc.server = grpc_server_on_host
-    server_base.start_http_server = functools.partial(original_metrics_server, addr=host)
-    try:
-        yield
-    finally:
-        grpc.server = original_grpc_server
-        server_base.start_http_server = original_metrics_server
+def _check_thread_pool(limits: Limits) -> None:
+    """The gRPC thread pool holds every open stream and every model call, with room to spare."""
+    runtime = get_config().runtime
+    pool = runtime.grpc.server_thread_pool_size or runtime.server_thread_pool_size
+    needed = limits.max_open_streams + limits.model_calls + SPARE_THREADS
+    error.value_check(
+        "<CCV84210379E>",
+        pool >= needed,
+        "runtime.server_thread_pool_size is {}: it must be at least {} ({}.max_open_streams {} + "
+        "max_concurrent_model_calls {} + {} spare), or streams could starve predictions",
+        pool,
+        needed,
+        LIBRARY_CONFIG_KEY,
+        limits.max_open_streams,
+        limits.model_calls,
+        SPARE_THREADS,
+    )
 
 
-def _rebind(add_port, host: str):
-    grpc_host = f"[{host}]" if ":" in host else host
+def _service_name(service_package) -> str:
+    return service_package.descriptor.full_name if service_package is not None else ""
 
-    def add_port_on_host(address: str, *args):
-        if address.startswith(_CAIKIT_GRPC_ADDRESS_PREFIX):
-            address = f"{grpc_host}:{address[len(_CAIKIT_GRPC_ADDRESS_PREFIX):]}"
-        return add_port(address, *args)
 
-    return add_port_on_host
+def _methods(grpc_server, service: str):
+    for package in (grpc_server.inference_service, grpc_server.training_service):
+        if package is not None and package.descriptor.full_name == service:
+            return [method.name for method in package.descriptor.methods]
+    return []
+
+
+def _http_request_models(http_server):
+    """Route path -> the pydantic model caikit validates its body with, predict and train."""
+    predict: Dict[str, type] = {}
+    train: Dict[str, type] = {}
+    packages = ((http_server.inference_service, predict), (http_server.training_service, train))
+    for package, routes in packages:
+        for rpc in (package.caikit_rpcs.values() if package is not None else ()):
+            streaming = getattr(rpc, "input_streaming", False) or getattr(rpc, "output_streaming", False)
+            if not isinstance(rpc, (TaskPredictRPC, ModuleClassTrainRPC)) or streaming:
+                continue
+            routes[get_http_route_name(rpc.name)] = dataobject_to_pydantic(http_request_class(rpc))
+    return predict, train

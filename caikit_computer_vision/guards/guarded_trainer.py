@@ -1,9 +1,12 @@
 """A caikit model trainer that refuses unsafe or invalid train requests before any work."""
 
 # Standard
-from typing import Any, Dict, Optional, Type
+from typing import Any, Dict, List, Optional, Type
 import os
 import threading
+
+# Third Party
+from grpc import StatusCode
 
 # First Party
 from caikit.config import get_config
@@ -14,11 +17,14 @@ from caikit.core.exceptions.caikit_core_exception import (
     CaikitCoreStatusCode,
 )
 from caikit.core.model_management.local_model_trainer import LocalModelTrainer
+from caikit.runtime.types.caikit_runtime_exception import CaikitRuntimeException
 import aconfig
 import alog
 
 # Local
+from ..caikit_workarounds import routable_training_id
 from ..data_model import ObjectDetectionTrainSet
+from .limits import LIBRARY_CONFIG_KEY, Limits
 from .paths import is_inside, model_dir_problem, model_id_problem
 
 log = alog.use_channel("CCVGUARD")
@@ -39,7 +45,13 @@ class GuardedModelTrainer(LocalModelTrainer):
       ``output_path``, no ``save_with_id``);
     * ``model_path`` names a model directly inside ``runtime.local_models_dir``;
     * ``train_data`` lies inside ``training_data_dir`` (this trainer's config);
-    * the module's own argument checks pass (``validate_train_arguments`` when it has one).
+    * the module's own argument checks pass (``validate_train_arguments`` when it has one);
+    * ``num_epochs`` is at most ``caikit_computer_vision.max_num_epochs`` (INVALID_ARGUMENT),
+      and fewer than ``caikit_computer_vision.max_concurrent_trainings`` trainings are running
+      (RESOURCE_EXHAUSTED: a further one is refused, not queued; retry when one has ended).
+
+    Training ids are issued in the format caikit's training lookup expects, so that polling a
+    training's status logs nothing (caikit_workarounds.routable_training_id).
     """
 
     name = "CCV_GUARDED"
@@ -69,11 +81,21 @@ class GuardedModelTrainer(LocalModelTrainer):
         **kwargs,
     ):
         runtime = get_config().runtime
+        limits = Limits.from_config()
         output_dir = runtime.training.output_dir
         self._check(
             "<CCV61930216E>",
-            model_id_problem(model_name),
+            model_id_problem(model_name, limits.max_model_id_length),
             "model_name",
+        )
+        num_epochs = kwargs.get("num_epochs")
+        self._check(
+            "<CCV61930221E>",
+            f"{num_epochs} is over the limit of {limits.max_num_epochs} "
+            f"({LIBRARY_CONFIG_KEY}.max_num_epochs)"
+            if isinstance(num_epochs, int) and num_epochs > limits.max_num_epochs
+            else None,
+            "num_epochs",
         )
         self._check(
             "<CCV61930217E>",
@@ -115,6 +137,17 @@ class GuardedModelTrainer(LocalModelTrainer):
                 self._name_taken(model_name, output_dir),
                 "model_name",
             )
+            running = self._running()
+            if len(running) >= limits.max_concurrent_trainings:
+                # caikit's core status codes have no RESOURCE_EXHAUSTED; its runtime exception
+                # reaches the client as it is, over gRPC and (as 429) over HTTP.
+                message = (
+                    f"{len(running)} trainings are running, the limit "
+                    f"({LIBRARY_CONFIG_KEY}.max_concurrent_trainings); retry when one has "
+                    "ended, or cancel one"
+                )
+                log.warning("<CCV61930222W>", "refused a training: %s", message)
+                raise CaikitRuntimeException(StatusCode.RESOURCE_EXHAUSTED, message)
             future = super().train(
                 module_class,
                 *args,
@@ -122,12 +155,24 @@ class GuardedModelTrainer(LocalModelTrainer):
                 # is not already a substring of it: "model" would be saved over models/ itself.
                 save_path=os.path.join(output_dir, model_name),
                 save_with_id=save_with_id,
-                external_training_id=external_training_id,
+                external_training_id=external_training_id
+                or routable_training_id(self._instance_name),
                 model_name=model_name,
                 **kwargs,
             )
             self._latest_by_name[model_name] = future
             return future
+
+    def running_training_for(self, model_name: str) -> Optional[str]:
+        """The id of the running training that will save ``model_name``, or None."""
+        with self._submit_lock:
+            latest = self._latest_by_name.get(model_name)
+            if latest is not None and not latest.get_info().status.is_terminal:
+                return latest.id
+        return None
+
+    def _running(self) -> List[Any]:
+        return [f for f in list(self._futures.values()) if not f.get_info().status.is_terminal]
 
     def _name_taken(self, model_name: str, output_dir: str) -> Optional[str]:
         if os.path.lexists(os.path.join(output_dir, model_name)):

@@ -14,9 +14,15 @@ from .paths import model_dir_problem
 
 log = alog.use_channel("CCVGUARD")
 
+# models/<id>, and models/<id>/<name> where ModelMesh's puller puts the model of <id>.
+MODEL_DIR_DEPTH = 2
+
 
 class ModelsDirFinder(LocalModelFinder):
     """LocalModelFinder that refuses any path outside the models directory.
+
+    The front door already refuses every model id that is not a model directory in models/,
+    and confines ModelMesh's loadModel paths to models/<id>; this finder is the second line.
 
     The runtime hands every model load to the finder, including the lazy loader's fallback that
     uses a client's ``mm-model-id`` as a path (``/elsewhere/model``, ``../model``). A refusal
@@ -29,7 +35,9 @@ class ModelsDirFinder(LocalModelFinder):
     def find_model(self, model_path: str, **kwargs) -> Optional[ModuleConfig]:
         # Read at each call: caikit builds finders once per process, possibly under another
         # config (dump_interfaces, for one, switches local_models_dir off while it runs).
-        problem = model_dir_problem(model_path, get_config().runtime.local_models_dir)
+        problem = model_dir_problem(
+            model_path, get_config().runtime.local_models_dir, max_depth=MODEL_DIR_DEPTH
+        )
         if problem:
             log.warning("<CCV20830741W>", "refused to load a model: %s", problem)
             raise FileNotFoundError(problem)

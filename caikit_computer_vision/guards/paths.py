@@ -7,17 +7,25 @@ import re
 
 # A model id names a directory directly inside the models directory: letters, digits, "_",
 # "-" and ".", not starting with "." (staging directories of atomic saves do) and without "..".
-MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+MODEL_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# The default of caikit_computer_vision.max_model_id_length; file names cannot exceed 255 bytes.
+MAX_MODEL_ID_LENGTH = 128
+FILE_NAME_MAX = 255
 
 
-def model_id_problem(model_id: str) -> Optional[str]:
-    """Why ``model_id`` is not acceptable, or None."""
+def model_id_problem(model_id: str, max_length: int = MAX_MODEL_ID_LENGTH) -> Optional[str]:
+    """Why ``model_id`` is not acceptable, or None. Looks at the string only, never the disk."""
     if not isinstance(model_id, str) or not model_id:
         return "a model id must be a non-empty string"
+    if len(model_id) > max_length:
+        return (
+            f"model id of {len(model_id)} characters is longer than the limit of {max_length} "
+            "(caikit_computer_vision.max_model_id_length)"
+        )
     if not MODEL_ID_PATTERN.fullmatch(model_id) or ".." in model_id:
         return (
-            f"model id {model_id!r} is not allowed: use 1 to 128 letters, digits, '_', '-' or "
-            "'.', starting with a letter or digit, without '..' or path separators"
+            f"model id {model_id!r} is not allowed: use letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit, without '..' or path separators"
         )
     return None
 
@@ -28,9 +36,19 @@ def is_inside(path: str, root: str) -> bool:
     return os.path.commonpath([real_path, real_root]) == real_root
 
 
-def model_dir_problem(path: str, models_dir: str) -> Optional[str]:
-    """Why ``path`` is not a model directory directly inside ``models_dir``, or None."""
+def model_dir_problem(path: str, models_dir: str, max_depth: int = 1) -> Optional[str]:
+    """Why ``path`` is not a model directory inside ``models_dir``, or None.
+
+    ``max_depth`` 1: directly inside it (``models/<id>``); 2 also allows ``models/<id>/<name>``,
+    where ModelMesh's puller puts the model of ``<id>``. Every part is a plain model id.
+    """
     real_path, real_root = os.path.realpath(path), os.path.realpath(models_dir)
-    if os.path.dirname(real_path) != real_root:
-        return f"{path} is not a directory directly inside the models directory {models_dir}"
-    return model_id_problem(os.path.basename(real_path))
+    parts = os.path.relpath(real_path, real_root).split(os.sep)
+    if not is_inside(real_path, real_root) or parts == ["."] or len(parts) > max_depth:
+        where = "directly inside" if max_depth == 1 else f"at most {max_depth} levels inside"
+        return f"{path} is not a directory {where} the models directory {models_dir}"
+    for part in parts:
+        problem = model_id_problem(part, FILE_NAME_MAX)
+        if problem:
+            return problem
+    return None

@@ -1,0 +1,76 @@
+"""The runtime's limits and switches, read from the ``caikit_computer_vision`` config section.
+
+One reader for the front door, the guarded trainer and the runtime server, so that a key has one
+meaning and one default everywhere (runtime_config.yaml documents each key).
+"""
+
+# Standard
+from dataclasses import dataclass
+import os
+
+# First Party
+from caikit.config import get_config
+from caikit.core.exceptions import error_handler
+import alog
+
+# Local
+from .paths import FILE_NAME_MAX, MAX_MODEL_ID_LENGTH
+
+log = alog.use_channel("CCVGUARD")
+error = error_handler.get(log)
+
+# Section of the caikit config with this library's runtime settings.
+LIBRARY_CONFIG_KEY = "caikit_computer_vision"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What clients may ask of the runtime. Each field is the config key of the same name."""
+
+    allow_model_deployment: bool = False
+    max_model_id_length: int = MAX_MODEL_ID_LENGTH
+    max_http_body_bytes: int = 32 * 1024 * 1024
+    # 0: the number of cores this process may run on.
+    max_concurrent_model_calls: int = 0
+    max_open_streams: int = 8
+    max_num_epochs: int = 100_000
+    max_concurrent_trainings: int = 2
+
+    @property
+    def model_calls(self) -> int:
+        """How many predictions (and train submissions) run at once."""
+        return self.max_concurrent_model_calls or _cores()
+
+    @classmethod
+    def from_config(cls) -> "Limits":
+        """The limits of the current caikit config; a wrong value fails with its key named."""
+        section = get_config().get(LIBRARY_CONFIG_KEY) or {}
+        values = {}
+        for name, default in cls.__dataclass_fields__.items():
+            value = section.get(name, default.default)
+            kind = type(default.default)
+            error.value_check(
+                "<CCV17730401E>",
+                isinstance(value, kind) and (kind is bool or value >= 0),
+                "{}.{} must be a {} >= 0, not {!r}",
+                LIBRARY_CONFIG_KEY,
+                name,
+                kind.__name__,
+                value,
+            )
+            values[name] = value
+        error.value_check(
+            "<CCV17730402E>",
+            1 <= values["max_model_id_length"] <= FILE_NAME_MAX,
+            "{}.max_model_id_length must be 1 to {} (a model id is a directory name)",
+            LIBRARY_CONFIG_KEY,
+            FILE_NAME_MAX,
+        )
+        return cls(**values)
