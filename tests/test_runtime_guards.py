@@ -253,3 +253,105 @@ def test_enabled_deployment_deploys_and_undeploys_inside_models(deploying_runtim
     status, _ = deploying_runtime.http("DELETE", "/management/models?model_id=uploaded")
     assert status == 200
     assert not (root / "models" / "uploaded").exists()
+
+
+# -- mmesh.ModelRuntime, driven as ModelMesh drives it (deployment enabled) -----------------------
+
+MODEL_RUNTIME = "/mmesh.ModelRuntime"
+# A ModelMesh model id: the InferenceService's name and a suffix.
+MESH_MODEL_ID = "mesh-model__isvc-5f2a"
+
+
+def _model_runtime(runtime, method: str, request):
+    # First Party
+    from caikit.runtime.protobufs import model_runtime_pb2
+
+    response_class = getattr(model_runtime_pb2, f"{method[0].upper()}{method[1:]}Response")
+    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+        call = channel.unary_unary(
+            f"{MODEL_RUNTIME}/{method}",
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=response_class.FromString,
+        )
+        return call(request, timeout=60)
+
+
+def _model_runtime_status(runtime, method: str, request) -> grpc.StatusCode:
+    try:
+        _model_runtime(runtime, method, request)
+    except grpc.RpcError as err:
+        return err.code()
+    return grpc.StatusCode.OK
+
+
+def test_modelmesh_loads_sizes_serves_and_unloads_a_pulled_model(deploying_runtime, saved_model_dir):
+    """As ModelMesh's puller lays it out: models/<model id>/<last part of the storage path>."""
+    # First Party
+    from caikit.runtime.protobufs import model_runtime_pb2 as mr
+
+    pulled = deploying_runtime.work_dir / "models" / MESH_MODEL_ID / "new_model"
+    shutil.copytree(saved_model_dir, pulled)
+    status = _model_runtime(deploying_runtime, "runtimeStatus", mr.RuntimeStatusRequest())
+    assert status.status == mr.RuntimeStatusResponse.READY
+    predicted = _model_runtime(deploying_runtime, "predictModelSize", mr.PredictModelSizeRequest(
+        modelId=MESH_MODEL_ID, modelPath=str(pulled), modelType="caikit"
+    ))
+    assert predicted.sizeInBytes > 0
+    loaded = _model_runtime(deploying_runtime, "loadModel", mr.LoadModelRequest(
+        modelId=MESH_MODEL_ID, modelPath=str(pulled), modelType="caikit",
+        modelKey='{"model_type": {"name": "caikit"}}',
+    ))
+    assert loaded.sizeInBytes > 0
+    sized = _model_runtime(deploying_runtime, "modelSize", mr.ModelSizeRequest(modelId=MESH_MODEL_ID))
+    assert sized.sizeInBytes == loaded.sizeInBytes
+    with grpc.insecure_channel(f"127.0.0.1:{deploying_runtime.ports['grpc']}") as channel:
+        assert predict_callable(channel)(IMAGE, 0.0, model_id=MESH_MODEL_ID).detected_objects
+    _model_runtime(deploying_runtime, "unloadModel", mr.UnloadModelRequest(modelId=MESH_MODEL_ID))
+    listed = deploying_runtime.http_json("/info/models")["models"]
+    assert MESH_MODEL_ID not in [model["name"] for model in listed if model["loaded"]]
+
+
+@pytest.mark.parametrize(
+    "method, fields, code",
+    [
+        ("predictModelSize", {"modelId": "x", "modelPath": "/etc"}, "INVALID_ARGUMENT"),
+        ("predictModelSize", {"modelId": "x", "modelPath": "/root"}, "INVALID_ARGUMENT"),
+        ("loadModel", {"modelId": "other", "modelPath": "models/my_model"}, "INVALID_ARGUMENT"),
+        ("loadModel", {"modelId": "my_model", "modelPath": "models/my_model/../../.."}, "INVALID_ARGUMENT"),
+        ("loadModel", {"modelId": "../x", "modelPath": "models/../x"}, "INVALID_ARGUMENT"),
+        ("loadModel", {"modelId": "absent", "modelPath": "models/absent"}, "NOT_FOUND"),
+        ("unloadModel", {"modelId": "/etc/passwd"}, "INVALID_ARGUMENT"),
+        ("modelSize", {"modelId": "m" * 300}, "INVALID_ARGUMENT"),
+    ],
+)
+def test_modelmesh_calls_stay_inside_models(deploying_runtime, method, fields, code):
+    # First Party
+    from caikit.runtime.protobufs import model_runtime_pb2 as mr
+
+    request = getattr(mr, f"{method[0].upper()}{method[1:]}Request")(**fields)
+    before = _tree(deploying_runtime.work_dir)
+    assert _model_runtime_status(deploying_runtime, method, request) == getattr(grpc.StatusCode, code)
+    assert _tree(deploying_runtime.work_dir) == before
+    with grpc.insecure_channel(f"127.0.0.1:{deploying_runtime.ports['grpc']}") as channel:
+        assert predict_callable(channel)(IMAGE, 0.0).detected_objects  # my_model still served
+
+
+def test_a_name_being_trained_cannot_be_loaded_or_deployed(deploying_runtime, saved_model_dir):
+    # First Party
+    from caikit.runtime.protobufs import model_runtime_pb2 as mr
+
+    status, job = deploying_runtime.http("POST", TRAIN_ROUTE, _train_body(model_name="squatted", num_epochs=100_000))
+    assert status == 200, job
+    try:
+        request = mr.LoadModelRequest(modelId="squatted", modelPath="models/squatted")
+        assert _model_runtime_status(deploying_runtime, "loadModel", request) == grpc.StatusCode.ALREADY_EXISTS
+        with pytest.raises(grpc.RpcError) as raised:
+            _grpc_management(
+                deploying_runtime, "DeployModel",
+                DeployModelRequest(model_id="squatted", model_files=_model_files(saved_model_dir)),
+            )
+        assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert not (deploying_runtime.work_dir / "models" / "squatted").exists()
+    finally:
+        deploying_runtime.http("DELETE", f"/management/trainings?training_id={job['training_id']}")
+    assert _wait_for(deploying_runtime, job["training_id"], "CANCELED", timeout=30)["state"] == "CANCELED"
