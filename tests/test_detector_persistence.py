@@ -60,13 +60,60 @@ def test_failed_save_over_an_existing_model_keeps_the_old_one(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["my_model"]
 
 
-def test_save_over_an_existing_model_replaces_it(tmp_path):
+def test_save_over_an_existing_model_is_refused_and_keeps_it(tmp_path):
     target = tmp_path / "my_model"
-    TransformersObjectDetector(*build_tiny_yolos(seed=1)).save(str(target))
+    old = TransformersObjectDetector(*build_tiny_yolos(seed=1))
+    old.save(str(target))
     new = TransformersObjectDetector(*build_tiny_yolos(seed=2))
-    new.save(str(target))
-    assert _predictions(TransformersObjectDetector.load(str(target))) == _predictions(new)
+    with pytest.raises(FileExistsError, match="a model named 'my_model' already exists"):
+        new.save(str(target))
+    assert _predictions(TransformersObjectDetector.load(str(target))) == _predictions(old)
     assert [p.name for p in tmp_path.iterdir()] == ["my_model"]
+
+
+def test_save_refuses_even_an_empty_directory_of_that_name(tmp_path, detector):
+    (tmp_path / "my_model").mkdir()
+    with pytest.raises(FileExistsError, match="never replaced"):
+        detector.save(str(tmp_path / "my_model"))
+    assert list((tmp_path / "my_model").iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["my_model"]
+
+
+def _mapped_files() -> set:
+    """Paths of the files this process has memory-mapped (Linux's /proc/self/maps)."""
+    with open("/proc/self/maps") as maps:
+        return {line.split(maxsplit=5)[5].strip() for line in maps if len(line.split()) > 5}
+
+
+def test_loaded_weights_are_in_memory_not_mapped_from_the_file(tmp_path, detector):
+    """A mapped weights file kills the process (SIGBUS) when someone truncates it."""
+    target = tmp_path / "v"
+    detector.save(str(target))
+    weights = target / "hf_model" / "model.safetensors"
+    loaded = TransformersObjectDetector.load(str(target))
+    assert str(weights) not in _mapped_files()
+    os.truncate(weights, 0)
+    assert _predictions(loaded) == _predictions(detector)
+    weights.unlink()
+    assert _predictions(loaded) == _predictions(detector)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "deleted", "bin-only"])
+def test_load_of_damaged_weights_is_a_value_error(tmp_path, detector, damage):
+    """ValueError is what the runtime answers with NOT_FOUND (anything else: INTERNAL)."""
+    target = tmp_path / "v"
+    detector.save(str(target))
+    weights = target / "hf_model" / "model.safetensors"
+    if damage == "truncated":
+        os.truncate(weights, weights.stat().st_size // 2)
+    elif damage == "garbage":
+        weights.write_bytes(b"\x00" * 1000)
+    elif damage == "deleted":
+        weights.unlink()
+    else:  # a pickled checkpoint, which torch.load would memory-map
+        weights.rename(weights.with_name("pytorch_model.bin"))
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        TransformersObjectDetector.load(str(target))
 
 
 def test_bootstrap_from_a_hugging_face_directory(tmp_path, detector):
