@@ -30,6 +30,7 @@ FIGURE_GROUPS = (
     "memory",
     "training_quality",
     "scaling",
+    "front_door",
 )
 DEFAULT_JSON = pathlib.Path(__file__).resolve().parent / "results" / "latest.json"
 

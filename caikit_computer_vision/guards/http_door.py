@@ -29,6 +29,8 @@ log = alog.use_channel("CCVDOOR")
 
 TRANSPORT = "HTTP"
 BODY_KEY = "caikit_computer_vision.max_http_body_bytes"
+# The most of a too-big body the door reads (and drops) before it answers 413.
+_DISCARD_BYTES = 256 * 1024 * 1024
 # Served as they are: FastAPI's documents of the API, health and runtime information.
 PLAIN_ROUTES = (
     ("GET", names.HEALTH_ENDPOINT),
@@ -91,6 +93,8 @@ class HttpFrontDoor:
             body = await self._read_body(what, scope, receive)
             self._check(what, self._request_refusal(what, route, scope, body))
         except _Refused as refused:
+            if refused.status == 413:
+                await _discard_body(receive)
             await _respond(send, refused.status, refused.content)
             return
 
@@ -195,6 +199,17 @@ class HttpFrontDoor:
     def _refusal(self, what: str, refusal: Refusal) -> _Refused:
         self.door.refused(TRANSPORT, what, refusal)
         return _Refused(refusal.http_status, _error(refusal.http_status, refusal.message))
+
+
+async def _discard_body(receive) -> None:
+    """Read and drop the rest of a refused body, so that the client, still sending, reads the
+    413 instead of a reset connection; at most ``_DISCARD_BYTES``, then the connection closes."""
+    discarded = 0
+    while discarded < _DISCARD_BYTES:
+        message = await receive()
+        discarded += len(message.get("body", b""))
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return
 
 
 def _single(values: Optional[List[str]]) -> Optional[str]:
