@@ -25,10 +25,16 @@ DEFAULT_IMAGE_SIZE: int = 64
 LABELS_FILE_NAME: str = "labels.txt"
 IMAGES_DIR_NAME: str = "images"
 
-# Largest image, in pixels (width x height), that run() accepts. Pillow reads the size from the
-# header, so a "decompression bomb" (a tiny file declaring a huge image) is refused before any
-# pixel is decoded. 40 MP holds any phone photo.
+# Largest image, in pixels (width x height), that run() and training accept: the default of
+# caikit_computer_vision.max_image_pixels. It is checked from the file's headers, so a
+# "decompression bomb" (a tiny file declaring a huge image) is refused before any pixel is
+# decoded (images.py). 40 MP holds any phone photo.
 MAX_IMAGE_PIXELS: int = 40_000_000
+
+# Image formats accepted by default (Pillow's names): the default of
+# caikit_computer_vision.image_formats. What cameras, browsers and scanners produce; each has a
+# pixel check before decoding in images.py (ICO can be switched on; nothing else can).
+DEFAULT_IMAGE_FORMATS: Tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 # Images per optimisation step in train(). The train signature is fixed by the example's proto
 # (model_path, train_data, num_epochs, learning_rate), so this is a library setting.

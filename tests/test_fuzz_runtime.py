@@ -26,7 +26,7 @@ import pytest
 
 # Local
 from caikit_computer_vision.data_model import ObjectDetectionResult
-from caikit_computer_vision.defaults import MAX_IMAGE_PIXELS
+from caikit_computer_vision.defaults import DEFAULT_IMAGE_FORMATS, MAX_IMAGE_PIXELS
 from example_tools.runtime_harness import RuntimeProcess
 
 from .conftest import encode_image, noise_image
@@ -125,12 +125,13 @@ def valid_threshold(threshold: Optional[float]) -> bool:
 
 
 def decoded_size(inputs: bytes) -> Optional[Tuple[int, int]]:
-    """The size Pillow decodes ``inputs`` to here, or None when it is not a whole image."""
+    """The size Pillow decodes ``inputs`` to here, or None when it is not a whole image in an
+    accepted format (runtime_config.yaml's defaults) with 1 to MAX_IMAGE_PIXELS pixels."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow warns of corrupt EXIF data and the like
         try:
-            with Image.open(io.BytesIO(inputs)) as image:
-                if image.width * image.height > MAX_IMAGE_PIXELS:
+            with Image.open(io.BytesIO(inputs), formats=list(DEFAULT_IMAGE_FORMATS)) as image:
+                if not 1 <= image.width * image.height <= MAX_IMAGE_PIXELS:
                     return None
                 image.load()
                 return image.size

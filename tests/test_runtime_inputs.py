@@ -23,6 +23,7 @@ import pytest
 from caikit_computer_vision.defaults import MAX_IMAGE_PIXELS
 
 from .conftest import encode_image, noise_image
+from .test_image_formats import ico_png_bomb
 from .served_example import (
     MAX_MESSAGE_BYTES,
     assert_serves_normally,
@@ -118,6 +119,10 @@ BAD_REQUESTS = {
         None,
         INVALID,
         ("{}x{} = ".format(*OVER_LIMIT_SIZE), f"limit of {MAX_IMAGE_PIXELS}", "send a smaller"),
+    ),
+    # The ICO bomb (a PNG frame of 12000x12000): ICO is not among the default formats.
+    "ico-not-accepted": BadRequest(
+        ico_png_bomb, None, INVALID, ("in ICO format, which this runtime does not accept", WHAT_TO_SEND)
     ),
     "threshold-nan": BadRequest(small_jpeg, math.nan, INVALID, ("threshold", "between 0 and 1")),
     "threshold-negative": BadRequest(small_jpeg, -1.0, INVALID, ("threshold", "between 0 and 1")),

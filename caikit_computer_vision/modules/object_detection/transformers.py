@@ -37,7 +37,7 @@ from ...data_model import (
     ObjectDetectionTrainSet,
 )
 from ...defaults import DEFAULT_SEED, DEFAULT_THRESHOLD, DEFAULT_TRAIN_BATCH_SIZE
-from ...images import decode_image, fit_for_processor
+from ...images import ImageLimits, decode_image, fit_for_processor
 from ...labelled_images import LabelledImage, load_labelled_images
 from ...torch_device import select_device
 from ...training import fine_tune
@@ -73,6 +73,8 @@ class TransformersObjectDetector(ModuleBase):
         self.device = select_device()
         self.model = model.to(self.device).eval()
         self.processor = processor
+        # Read once, so that a wrong image_formats / max_image_pixels fails the model's load.
+        self.image_limits = ImageLimits.from_config()
 
     # -- construction and persistence ------------------------------------------------------
 
@@ -166,7 +168,7 @@ class TransformersObjectDetector(ModuleBase):
         may also pass a PIL image, a uint8 array or a file path.
         """
         _check_threshold(threshold)
-        image = decode_image(inputs)
+        image = decode_image(inputs, self.image_limits)
         width, height = image.size
         fitted = fit_for_processor(image, self.longest_edge, self.max_aspect_ratio)
 
