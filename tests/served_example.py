@@ -7,7 +7,7 @@ one of the runtime harness, and results are checked the same way whatever the te
 # Standard
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 import pathlib
 
 # Third Party
@@ -37,9 +37,16 @@ class ServedExample:
 
 
 @contextmanager
-def serve_example(work_dir: pathlib.Path, saved_model_dir: pathlib.Path) -> Iterator[ServedExample]:
-    """The example runtime serving ``my_model`` from ``work_dir``, stopped on exit."""
-    runtime = start_example_runtime(work_dir / "runtime", saved_model_dir)
+def serve_example(
+    work_dir: pathlib.Path,
+    saved_model_dir: pathlib.Path,
+    extra_env: Optional[Dict[str, str]] = None,
+) -> Iterator[ServedExample]:
+    """The example runtime serving ``my_model`` from ``work_dir``, stopped on exit.
+
+    ``extra_env``: caikit config overrides for the runtime, e.g. ``CAIKIT_COMPUTER_VISION_...``.
+    """
+    runtime = start_example_runtime(work_dir / "runtime", saved_model_dir, extra_env=extra_env)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
             yield ServedExample(runtime, predict_callable(channel))

@@ -22,7 +22,8 @@ import pytest
 from caikit_computer_vision import images
 from caikit_computer_vision.defaults import DEFAULT_IMAGE_FORMATS, MAX_IMAGE_PIXELS
 from caikit_computer_vision.images import ImageLimits, decode_image
-from example_tools.runtime_harness import predict_callable, start_example_runtime
+
+from .served_example import serve_example
 
 WITH_ICO = ImageLimits(formats=DEFAULT_IMAGE_FORMATS + ("ICO",))
 # The most a refused bomb may add to a process's peak memory (a decoded one adds 100s of MB).
@@ -350,23 +351,24 @@ def test_config_values_are_read(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory, saved_model_dir):
+def served(tmp_path_factory, saved_model_dir):
     formats = ",".join(DEFAULT_IMAGE_FORMATS + ("ICO",))
-    runtime = start_example_runtime(
+    with serve_example(
         tmp_path_factory.mktemp("formats"),
         saved_model_dir,
         extra_env={"CAIKIT_COMPUTER_VISION_IMAGE_FORMATS": formats},
-    )
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
+    ) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
-def predict(runtime):
-    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
-        yield predict_callable(channel)
+def runtime(served):
+    return served.runtime
+
+
+@pytest.fixture(scope="module")
+def predict(served):
+    return served.predict
 
 
 def _refusal(predict, data: bytes) -> str:

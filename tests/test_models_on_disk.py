@@ -13,14 +13,10 @@ import grpc
 import pytest
 
 # Local
-from example_tools.runtime_harness import (
-    NUM_TRAIN_IMAGES,
-    predict_callable,
-    start_example_runtime,
-    start_runtime,
-)
+from example_tools.runtime_harness import NUM_TRAIN_IMAGES, predict_callable, start_runtime
 from example_tools.synthetic_data import generate_train_data, render_example
 
+from .served_example import serve_example
 from .test_runtime_guards import TRAIN_ROUTE, _train_body
 
 IMAGE, _ = render_example("dog")
@@ -28,18 +24,19 @@ TERMINAL_STATES = ("COMPLETED", "ERRORED", "CANCELED")
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory, saved_model_dir):
-    runtime = start_example_runtime(tmp_path_factory.mktemp("on_disk"), saved_model_dir)
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
+def served(tmp_path_factory, saved_model_dir):
+    with serve_example(tmp_path_factory.mktemp("on_disk"), saved_model_dir) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
-def predict(runtime):
-    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
-        yield predict_callable(channel)
+def runtime(served):
+    return served.runtime
+
+
+@pytest.fixture(scope="module")
+def predict(served):
+    return served.predict
 
 
 def _status(predict, model_id: str):
@@ -83,6 +80,18 @@ def test_damaging_a_served_models_files_never_kills_the_runtime(runtime, predict
     shutil.copytree(models / model_id, models / f"{model_id}_again")
     assert _status(predict, f"{model_id}_again")[0] == grpc.StatusCode.NOT_FOUND
     assert runtime.process.poll() is None
+    assert _status(predict, "my_model")[0] == grpc.StatusCode.OK
+
+
+def test_a_deleted_model_directory_is_unloaded_and_others_keep_serving(runtime, predict):
+    models = runtime.work_dir / "models"
+    shutil.copytree(models / "my_model", models / "v_removed")
+    assert _status(predict, "v_removed")[0] == grpc.StatusCode.OK
+    shutil.rmtree(models / "v_removed")
+    deadline = time.monotonic() + 15  # the poller looks every second
+    while _status(predict, "v_removed")[0] == grpc.StatusCode.OK and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _status(predict, "v_removed")[0] == grpc.StatusCode.NOT_FOUND
     assert _status(predict, "my_model")[0] == grpc.StatusCode.OK
 
 
