@@ -8,6 +8,7 @@ directory:
 
 # Standard
 import argparse
+import pathlib
 import sys
 import time
 
@@ -15,6 +16,7 @@ import time
 import grpc
 
 # Local
+from example_tools.coco_evaluation import coco_scores, read_coco_ground_truth
 from vision_client import annotate, calls, stubs
 import common
 
@@ -96,7 +98,7 @@ def main() -> int:
         print(f"Train request refused ({err.code().name}): {err.details()}")
         return 1
     # caikit 0.29's training status holds a state and timestamps only; the runtime logs the loss.
-    print("  (each epoch's loss is in the runtime's log: CCVTRAIN ... epoch i/n: loss ...)")
+    print("  (the loss is in the runtime's log: CCVTRAIN ... trained N epochs ...: loss a -> b)")
     try:
         outcome = calls.wait_for_training(
             api, channel, training_id, args.timeout, common.STATUS_POLL_INTERVAL_S
@@ -118,11 +120,51 @@ def main() -> int:
     )
     servable_s = time.monotonic() - outcome.completed_at
     print(f"First prediction from '{args.model_id}' {servable_s:.2f} s after training completed:")
-    print("\n".join(calls.format_detections(result)))
+    expected = _expected_objects(args.image)
+    if expected is None:
+        print("\n".join(calls.format_detections(result)))
+    else:
+        print("\n".join(calls.format_expected_beside_predicted(expected, result)))
+    _print_held_out_scores(api, channel, [args.base_model, args.model_id])
     if args.save_annotated:
         saved = annotate.save_annotated(image, result.detected_objects, args.save_annotated)
         print(f"Saved {saved} with {len(result.detected_objects)} boxes drawn")
     return 0
+
+
+def _expected_objects(image_path: str):
+    """The query image's expected boxes, when it is the generated one (None otherwise)."""
+    if pathlib.Path(image_path).resolve() != common.QUERY_IMAGE.resolve():
+        return None
+    if not common.QUERY_ANNOTATIONS.is_file():
+        return None
+    return read_coco_ground_truth(str(common.QUERY_ANNOTATIONS))[common.QUERY_IMAGE.name]
+
+
+def _print_held_out_scores(api, channel, model_ids) -> None:
+    """Held-out mAP of each model, predictions through gRPC (a few seconds for the demo)."""
+    if not common.HELD_OUT_ANNOTATIONS.is_file():
+        print(f"(no held-out set at {common.HELD_OUT_ANNOTATIONS}: mAP not measured; "
+              "python3 create_train_data.py writes one)")
+        return
+    ground_truth = read_coco_ground_truth(str(common.HELD_OUT_ANNOTATIONS))
+    images = {
+        name: (common.HELD_OUT_IMAGES_DIR / name).read_bytes() for name in ground_truth
+    }
+    started = time.monotonic()
+    scores = {
+        model_id: coco_scores(ground_truth, calls.predict_each(api, channel, model_id, images))
+        for model_id in model_ids
+    }
+    print(
+        f"Held-out mAP ({len(images)} images never trained on, "
+        f"{time.monotonic() - started:.1f} s through gRPC):"
+    )
+    for model_id, score in scores.items():
+        print(
+            f"  {model_id:<12} mAP@0.5 {score.map_50:.3f}   "
+            f"COCO mAP@[.5:.95] {score.map_50_95:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -120,13 +120,18 @@ def write_labels_file(path: str, boxes: Iterable[LabelledBox]) -> None:
     lines = [format_label_line(box) for box in boxes]
     if not lines:
         raise ValueError(f"refusing to write {path}: no boxes (the training set would be empty)")
+    write_file_atomically(path, "\n".join(lines) + "\n")
+
+
+def write_file_atomically(path: str, text: str) -> None:
+    """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` beside it first, then rename over it."""
     directory = os.path.dirname(os.path.abspath(path))
     handle, temp_path = tempfile.mkstemp(
         dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
     )
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as temp_file:
-            temp_file.write("\n".join(lines) + "\n")
+            temp_file.write(text)
         # mkstemp creates the file private to its owner; a label file is ordinary data.
         os.chmod(temp_path, 0o644)
         os.replace(temp_path, path)

@@ -1,9 +1,17 @@
 """Check a training or evaluation set on disk before any work starts on it.
 
-A set is an image directory plus a label file (see ``label_format``). Training runs in the
-server, often minutes after the request was accepted, so every problem the client can fix (a
-missing image, a corrupt JPEG, a box outside its image) is found here, up front, and reported
-with the ``file:line`` to fix as a ``ValueError`` (INVALID_ARGUMENT in caikit's runtime).
+A set is an image directory plus a label file: the upstream tab format (``label_format``) or a
+COCO detection JSON (``coco_format``), told apart by content. Training runs in the server, often
+minutes after the request was accepted, so every problem the client can fix (a missing image, a
+corrupt JPEG, a box outside its image) is found here, up front, and reported with the place to
+fix (``file:line`` or the COCO annotation id) as a ``ValueError`` (INVALID_ARGUMENT in caikit's
+runtime).
+
+Confinement: the server reads these files on a client's behalf, so every image must resolve,
+symlinks followed, to a file inside the image directory (itself resolved). A link inside the
+directory that points elsewhere is refused, both here and again when training reads the image.
+Messages name only what the client sent (the label file path, the directory and the image name
+as given), never where a link leads: that would tell a client about the server's files.
 """
 
 # Standard
@@ -20,6 +28,7 @@ from caikit.core.exceptions import error_handler
 import alog
 
 # Local
+from .coco_format import is_coco_file, read_coco_boxes
 from .defaults import MAX_IMAGE_PIXELS
 from .label_format import EXPECTED_LINE_FORMAT, LabelFileError, LabelledBox, read_numbered_labels
 
@@ -29,12 +38,35 @@ error = error_handler.get(log)
 
 @dataclass(frozen=True)
 class LabelledImage:
-    """One image of a set, its size in pixels and every box the label file gives it."""
+    """One image of a set, its size in pixels and every box the label file gives it.
+
+    ``path`` is as the client named it (image directory / file name); ``read_bytes`` is how to
+    read it, checking the confinement again at the moment of reading.
+    """
 
     path: pathlib.Path
     width: int
     height: int
     boxes: Tuple[LabelledBox, ...]
+
+    def read_bytes(self) -> bytes:
+        """The image file's bytes, if it still resolves inside its directory.
+
+        Raises:
+            ValueError: the file was replaced by a link leading out of its directory (or
+                removed) since the set was checked.
+        """
+        _check_confined(self.path, "")
+        try:
+            return self.path.read_bytes()
+        except OSError as err:
+            error(
+                "<CCV79495031E>",
+                ValueError(
+                    f"image '{self.path.name}' in {self.path.parent} cannot be read "
+                    f"({err.strerror}); it was readable when the training was accepted"
+                ),
+            )
 
 
 def load_labelled_images(img_dir_path: str, labels_file: str) -> List[LabelledImage]:
@@ -63,53 +95,84 @@ def load_labelled_images(img_dir_path: str, labels_file: str) -> List[LabelledIm
             "<CCV79623240E>",
             ValueError(
                 f"label file {labels_file} does not exist or is not a file; give a file "
-                f"with one '{EXPECTED_LINE_FORMAT}' per line"
+                f"with one '{EXPECTED_LINE_FORMAT}' per line, or a COCO detection JSON"
             ),
         )
-    try:
-        numbered_boxes = read_numbered_labels(labels_file)
-    except LabelFileError as err:
-        error("<CCV50540634E>", err)
-    except OSError as err:
-        error("<CCV31623364E>", ValueError(f"label file {labels_file} cannot be read: {err}"), err)
-
-    numbered_by_image: Dict[str, List[Tuple[int, LabelledBox]]] = {}
-    for line_number, box in numbered_boxes:
-        numbered_by_image.setdefault(box.image, []).append((line_number, box))
+    located_boxes = _read_label_file(labels_file)
+    located_by_image: Dict[str, List[Tuple[str, LabelledBox]]] = {}
+    for where, box in located_boxes:
+        located_by_image.setdefault(box.image, []).append((where, box))
     images = []
-    for name, numbered_image_boxes in numbered_by_image.items():
-        first_line = numbered_image_boxes[0][0]
+    for name, located_image_boxes in located_by_image.items():
         image_path = img_dir / name
-        width, height = _decoded_image_size(image_path, f"{labels_file}:{first_line}")
-        for line_number, box in numbered_image_boxes:
+        width, height = _decoded_image_size(image_path, located_image_boxes[0][0])
+        for where, box in located_image_boxes:
             if box.xmax > width or box.ymax > height:
                 error(
                     "<CCV36324037E>",
                     ValueError(
-                        f"{labels_file}:{line_number}: box (x_min={box.xmin}, "
+                        f"{where}: box (x_min={box.xmin}, "
                         f"x_max={box.xmax}, y_min={box.ymin}, y_max={box.ymax}) lies outside "
                         f"image '{name}' of {width}x{height} pixels (width x height); "
                         "fix the box or check that the coordinate order is x_min, x_max, "
                         "y_min, y_max"
                     ),
                 )
-        boxes = tuple(box for _, box in numbered_image_boxes)
+        boxes = tuple(box for _, box in located_image_boxes)
         images.append(LabelledImage(image_path, width, height, boxes))
     return images
 
 
-def _decoded_image_size(image_path: pathlib.Path, named_at: str) -> Tuple[int, int]:
-    """Decode the image at ``image_path`` and return (width, height); ``named_at`` is file:line."""
-    if not image_path.is_file():
+def _read_label_file(labels_file: str) -> List[Tuple[str, LabelledBox]]:
+    """``(where, box)`` for every box of a tab-format or COCO label file."""
+    try:
+        if is_coco_file(labels_file):
+            entries = read_coco_boxes(labels_file)
+            log.debug("<CCV50540635D>", "%s read as COCO detection annotations", labels_file)
+            return [(where, box) for where, box, _ in entries]
+        return [
+            (f"{labels_file}:{line_number}", box)
+            for line_number, box in read_numbered_labels(labels_file)
+        ]
+    except LabelFileError as err:
+        error("<CCV50540634E>", err)
+    except OSError as err:
+        error(
+            "<CCV31623364E>",
+            ValueError(f"label file {labels_file} cannot be read: {err.strerror}"),
+        )
+
+
+def _check_confined(image_path: pathlib.Path, named_at: str) -> None:
+    """Refuse an image that is not a file resolving (links followed) inside its directory."""
+    prefix = f"{named_at}: " if named_at else ""
+    real_dir = os.path.realpath(image_path.parent)
+    real_path = os.path.realpath(image_path)
+    if os.path.commonpath([real_path, real_dir]) != real_dir or real_path == real_dir:
+        error(
+            "<CCV79495032E>",
+            ValueError(
+                f"{prefix}image '{image_path.name}' in {image_path.parent} is a link that leads "
+                "outside that directory; training reads only files inside it: copy the image "
+                "in instead of linking it"
+            ),
+        )
+    if not os.path.isfile(real_path):
         error(
             "<CCV79495030E>",
             ValueError(
-                f"{named_at}: image '{image_path.name}' is not a file in {image_path.parent}; "
-                "add the image or remove its lines from the label file"
+                f"{prefix}image '{image_path.name}' is not a file in {image_path.parent}; "
+                "add the image or remove its boxes from the label file"
             ),
         )
+
+
+def _decoded_image_size(image_path: pathlib.Path, named_at: str) -> Tuple[int, int]:
+    """Decode the image at ``image_path`` and return (width, height); ``named_at`` says where
+    the label file names it."""
+    _check_confined(image_path, named_at)
     try:
-        with Image.open(image_path) as image:
+        with Image.open(os.path.realpath(image_path)) as image:
             width, height = image.size
             # Checked on the header, before decoding: the same limit run() applies to clients.
             if width * height > MAX_IMAGE_PIXELS:
@@ -123,11 +186,17 @@ def _decoded_image_size(image_path: pathlib.Path, named_at: str) -> Tuple[int, i
             image.load()
             return width, height
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        # Pillow's own messages repeat the path it opened (the resolved one): not echoed.
+        if isinstance(err, UnidentifiedImageError):
+            reason = "not an image Pillow can read"
+        else:
+            reason = getattr(err, "strerror", None) or str(err)
         error(
             "<CCV48713032E>",
             ValueError(
                 f"{named_at}: image '{image_path.name}' in {image_path.parent} cannot be "
-                f"decoded ({err}); replace it with a valid image file"
+                f"decoded ({reason}); replace it with a valid image file"
             ),
             err,
         )
+

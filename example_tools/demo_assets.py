@@ -6,13 +6,19 @@ interrupted launcher never leaves half a model or half a data set behind.
 
 # Standard
 from typing import Dict, List, Sequence
+import dataclasses
+import io
 import pathlib
+
+# Third Party
+from PIL import Image
 
 # First Party
 import alog
 
 # Local
 from caikit_computer_vision.atomic_dirs import staged_directory
+from caikit_computer_vision.coco_format import write_coco_file
 from caikit_computer_vision.defaults import DEFAULT_LABELS, DEFAULT_SEED, IMAGES_DIR_NAME, LABELS_FILE_NAME
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from example_tools.synthetic_data import generate_train_data, render_example
@@ -38,20 +44,44 @@ def create_base_model(
     return module
 
 
+# Beside the training set: a held-out set the demo client scores both models on, and the
+# expected objects of the query image, both as COCO JSON (the client reads them without caikit).
+HELD_OUT_DIR_NAME = "held_out"
+QUERY_ANNOTATIONS_NAME = "query.json"
+# The held-out set's seed: generated images depend on the seed alone, so any other seed than
+# the training's gives images the training never saw.
+HELD_OUT_SEED_OFFSET = 1234
+
+
 def create_train_data(
     train_dir: pathlib.Path,
     num_images: int,
     query_image_name: str,
     query_label: str,
     seed: int = DEFAULT_SEED,
+    num_held_out_images: int = 100,
 ) -> None:
     """Generate ``num_images`` labelled JPEGs into ``train_dir`` (replacing what was there),
-    plus one held-out query image with a ``query_label`` object, named ``query_image_name``.
+    one query image with a ``query_label`` object named ``query_image_name`` and its expected
+    box (``QUERY_ANNOTATIONS_NAME``), and ``num_held_out_images`` more under
+    ``HELD_OUT_DIR_NAME/`` (COCO labels) from a seed the training set does not use.
     """
     with staged_directory(train_dir) as staging:
         generate_train_data(str(staging), num_images=num_images, seed=seed)
-        query, _ = render_example(query_label, seed=seed)
+        query, box = render_example(query_label, seed=seed)
         (staging / query_image_name).write_bytes(query)
+        write_coco_file(
+            str(staging / QUERY_ANNOTATIONS_NAME),
+            [dataclasses.replace(box, image=query_image_name)],
+            {query_image_name: Image.open(io.BytesIO(query)).size},
+            DEFAULT_LABELS,
+        )
+        generate_train_data(
+            str(staging / HELD_OUT_DIR_NAME),
+            num_images=num_held_out_images,
+            seed=seed + HELD_OUT_SEED_OFFSET,
+            label_format="coco",
+        )
 
 
 def train_data_paths(train_dir: pathlib.Path) -> Dict[str, pathlib.Path]:

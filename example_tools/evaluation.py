@@ -22,7 +22,6 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 # Local
 from caikit_computer_vision.label_format import LabelledBox
-from caikit_computer_vision.labelled_images import load_labelled_images
 
 DEFAULT_IOU_THRESHOLD: float = 0.5
 
@@ -164,6 +163,25 @@ def evaluate_detector(
     Raises:
         ValueError: the set is invalid (see ``load_labelled_images``).
     """
+    ground_truth, predictions = collect_predictions(module, img_dir_path, labels_file, threshold)
+    return mean_average_precision(ground_truth, predictions, iou_threshold)
+
+
+def collect_predictions(
+    module: Any, img_dir_path: str, labels_file: str, threshold: float = 0.0
+) -> Tuple[Dict[str, Sequence[LabelledBox]], Dict[str, Sequence[ScoredBox]]]:
+    """Run ``module`` on every image of a labelled set; return (ground truth, predictions),
+    both mappings from image name to boxes, ready for ``mean_average_precision``,
+    ``coco_evaluation.coco_scores`` or ``duplicate_rate``.
+
+    Raises:
+        ValueError: the set is invalid (see ``load_labelled_images``).
+    """
+    # The library reads the set; imported here so that the mAP functions above stay usable
+    # where caikit must not be imported (the demo client).
+    # Local
+    from caikit_computer_vision.labelled_images import load_labelled_images
+
     ground_truth: Dict[str, Sequence[LabelledBox]] = {}
     predictions: Dict[str, Sequence[ScoredBox]] = {}
     for image in load_labelled_images(img_dir_path, labels_file):
@@ -181,7 +199,38 @@ def evaluate_detector(
             )
             for detected in result.detected_objects
         ]
-    return mean_average_precision(ground_truth, predictions, iou_threshold)
+    return ground_truth, predictions
+
+
+def duplicate_rate(
+    ground_truth: Mapping[str, Sequence[LabelledBox]],
+    predictions: Mapping[str, Sequence[ScoredBox]],
+    threshold: float,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+) -> float:
+    """Boxes scoring above ``threshold`` per real object beyond the first, averaged over objects.
+
+    For each ground-truth object, count the predictions of its label above ``threshold`` that
+    overlap it with IoU >= ``iou_threshold``; every one after the first is a duplicate. 0 means
+    at most one box per object, the goal; 1 would mean two boxes for every object.
+
+    Raises:
+        ValueError: ``ground_truth`` holds no box.
+    """
+    objects = [(image, box) for image, boxes in ground_truth.items() for box in boxes]
+    if not objects:
+        raise ValueError("the ground truth holds no box, so the duplicate rate is undefined")
+    extra = 0
+    for image, truth in objects:
+        found = sum(
+            1
+            for prediction in predictions.get(image, ())
+            if prediction.label == truth.label
+            and prediction.score > threshold
+            and box_iou(prediction, truth) >= iou_threshold
+        )
+        extra += max(found - 1, 0)
+    return extra / len(objects)
 
 
 def _best_unmatched(

@@ -34,15 +34,20 @@ import alog
 from caikit_computer_vision.defaults import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_LABELS,
+    COCO_LABELS_FILE_NAME,
     DEFAULT_SEED,
     IMAGES_DIR_NAME,
     LABELS_FILE_NAME,
 )
-from example_tools.evaluation import box_iou
+from caikit_computer_vision.coco_format import write_coco_file
 from caikit_computer_vision.label_format import LabelledBox, label_problem, write_labels_file
+from example_tools.evaluation import box_iou
 
 log = alog.use_channel("CCVDATA")
 error = error_handler.get(log)
+
+# The label file each format is written to (inside the output directory).
+LABEL_FORMATS = {"tab": LABELS_FILE_NAME, "coco": COCO_LABELS_FILE_NAME}
 
 SHAPES: Tuple[str, ...] = ("square", "circle", "triangle", "cross")
 
@@ -88,18 +93,24 @@ def generate_train_data(
     labels: Sequence[str] = DEFAULT_LABELS,
     seed: int = DEFAULT_SEED,
     max_objects_per_image: int = 2,
+    label_format: str = "tab",
 ) -> pathlib.Path:
     """Write ``num_images`` JPEGs and their label file into ``output_dir``; return the file's path.
 
     Images go to ``output_dir/IMAGES_DIR_NAME/`` and the label file to
-    ``output_dir/LABELS_FILE_NAME``. Each image holds 1 to ``max_objects_per_image`` objects (fewer
-    when they do not fit without overlapping); labels are drawn uniformly. The label file is
-    written last, and atomically, so it never names an image that is not there yet.
+    ``output_dir/LABELS_FILE_NAME`` (``label_format="tab"``, upstream's format) or
+    ``output_dir/COCO_LABELS_FILE_NAME`` (``"coco"``, a COCO detection JSON). Each image holds 1
+    to ``max_objects_per_image`` objects (fewer when they do not fit without overlapping); labels
+    are drawn uniformly. The label file is written last, and atomically, so it never names an
+    image that is not there yet.
 
     Raises:
         ValueError: an argument out of range (see the message).
     """
     _check_arguments(num_images, image_size, labels, seed, max_objects_per_image)
+    if label_format not in LABEL_FORMATS:
+        error("<CCV28619373E>", ValueError(
+            f"label_format must be one of {sorted(LABEL_FORMATS)}, got {label_format!r}"))
     images_dir = pathlib.Path(output_dir) / IMAGES_DIR_NAME
     images_dir.mkdir(parents=True, exist_ok=True)
     name_digits = max(5, len(str(num_images - 1)))
@@ -112,8 +123,14 @@ def generate_train_data(
         name = f"{index:0{name_digits}d}.jpg"
         (images_dir / name).write_bytes(jpeg)
         boxes.extend(_labelled_box(name, labels[i], box) for i, box in placed)
-    labels_path = pathlib.Path(output_dir) / LABELS_FILE_NAME
-    write_labels_file(str(labels_path), boxes)
+    labels_path = pathlib.Path(output_dir) / LABEL_FORMATS[label_format]
+    if label_format == "coco":
+        names = [f"{index:0{name_digits}d}.jpg" for index in range(num_images)]
+        write_coco_file(
+            str(labels_path), boxes, {name: (image_size, image_size) for name in names}, labels
+        )
+    else:
+        write_labels_file(str(labels_path), boxes)
     return labels_path
 
 

@@ -2,8 +2,13 @@
 
 # Standard
 import io
+import os
 import pathlib
 import sys
+
+# cuBLAS reads this when it first runs on a GPU: training's reproducibility (deterministic
+# algorithms, see caikit_computer_vision/training.py) needs it set before any test uses CUDA.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 # Third Party
 from PIL import Image

@@ -3,7 +3,9 @@
 # Standard
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable, List, Optional
+from typing import Dict, List, Optional, Sequence, TextIO, Tuple
+import math
+import sys
 import time
 
 # Third Party
@@ -57,30 +59,70 @@ def start_training(
     return service.ObjectDetectionTaskTransformersObjectDetectorTrain(request).training_id
 
 
+class ProgressLine:
+    """One status line that updates in place on a terminal, or sparse lines elsewhere.
+
+    On a TTY each update rewrites the same line (carriage return), so a training shows one
+    line however often it is polled. Piped to a file or a CI log, where ``\r`` would pile up,
+    a line is printed when the text's state changes or every ``sparse_every_s`` seconds.
+    """
+
+    def __init__(self, stream: TextIO = sys.stdout, sparse_every_s: float = 15.0) -> None:
+        self._stream = stream
+        self._interactive = stream.isatty()
+        self._sparse_every_s = sparse_every_s
+        self._last_state: Optional[str] = None
+        self._last_printed = -math.inf
+        self._width = 0
+
+    def update(self, state: str, text: str) -> None:
+        """Show ``text``; ``state`` is what makes a sparse line due at once when it changes."""
+        now = time.monotonic()
+        if self._interactive:
+            # Pad over the previous text, in case the new one is shorter.
+            self._stream.write("\r" + text.ljust(self._width))
+            self._width = len(text)
+            self._stream.flush()
+        elif state != self._last_state or now - self._last_printed >= self._sparse_every_s:
+            self._stream.write(text + "\n")
+            self._stream.flush()
+            self._last_printed = now
+        self._last_state = state
+
+    def finish(self, text: str) -> None:
+        """Replace the line with ``text`` for good (and end it)."""
+        prefix = "\r" if self._interactive else ""
+        self._stream.write(prefix + text.ljust(self._width if self._interactive else 0) + "\n")
+        self._stream.flush()
+
+
 def wait_for_training(
     stubs: SimpleNamespace,
     channel: grpc.Channel,
     training_id: str,
     timeout_s: float,
     poll_interval_s: float,
-    report: Callable[[str], None] = print,
+    progress: Optional[ProgressLine] = None,
 ) -> TrainingOutcome:
-    """Poll GetTrainingStatus until the training ends; raise TrainingFailed unless COMPLETED."""
+    """Poll GetTrainingStatus until the training ends; raise TrainingFailed unless COMPLETED.
+
+    ``progress`` (default: one on stdout) shows the state and the seconds so far.
+    """
+    progress = progress or ProgressLine()
     management = stubs.training_management.TrainingManagementStub(channel)
     request = stubs.training_info.TrainingInfoRequest(training_id=training_id)
     state_name = stubs.job_status.JobStatus.Name
     started = time.monotonic()
-    last_state, last_report = None, started
     while True:
         response = management.GetTrainingStatus(request)
         state = state_name(response.state)
         now = time.monotonic()
-        if state != last_state or now - last_report >= 5:
-            report(f"  training {training_id}: {state} after {now - started:.1f} s")
-            last_state, last_report = state, now
         if state in _FINISHED:
+            progress.finish(f"  training {training_id}: {state} after {now - started:.1f} s")
             break
+        progress.update(state, f"  training {training_id}: {state} {now - started:.0f} s")
         if now - started > timeout_s:
+            progress.finish(f"  training {training_id}: still {state} after {timeout_s:.0f} s")
             raise TrainingFailed(
                 f"training {training_id} still {state} after {timeout_s:.0f} s; "
                 "raise --timeout or lower --num-epochs"
@@ -133,3 +175,79 @@ def format_detections(result) -> List[str]:
     if not result.detected_objects:
         lines.append("(nothing above the threshold)")
     return lines
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A predicted box in the plain shape the mAP functions read (label, score, pixel edges)."""
+
+    label: str
+    score: float
+    xmin: float
+    xmax: float
+    ymin: float
+    ymax: float
+
+
+def detections_of(result) -> List[Detection]:
+    """The detected objects of an ObjectDetectionResult as ``Detection``s."""
+    return [
+        Detection(obj.label, obj.score, obj.box.xmin, obj.box.xmax, obj.box.ymin, obj.box.ymax)
+        for obj in result.detected_objects
+    ]
+
+
+def predict_each(
+    stubs: SimpleNamespace,
+    channel: grpc.Channel,
+    model_id: str,
+    images: Dict[str, bytes],
+    threshold: float = 0.0,
+) -> Dict[str, List[Detection]]:
+    """Predict every image (name -> bytes) with ``model_id``; return name -> detections.
+
+    Threshold 0 by default: mAP ranks predictions by score itself, a cut only lowers recall.
+    """
+    return {
+        name: detections_of(predict(stubs, channel, model_id, image, threshold))
+        for name, image in images.items()
+    }
+
+
+def format_expected_beside_predicted(expected: Sequence, result) -> List[str]:
+    """Lines of a table: each expected object, then each prediction with the expected object
+    of its label it overlaps most (IoU), so a reader sees at once what is right and what is not.
+    """
+    header = f"{'':<10} {'label':<12} {'score':>6}  {'xmin':>5} {'xmax':>5} {'ymin':>5} {'ymax':>5}"
+    lines = [header]
+    for box in expected:
+        lines.append(
+            f"{'expected':<10} {box.label:<12} {'':>6}  "
+            f"{box.xmin:5.0f} {box.xmax:5.0f} {box.ymin:5.0f} {box.ymax:5.0f}"
+        )
+    for detection in detections_of(result):
+        overlaps = [_iou(detection, box) for box in expected if box.label == detection.label]
+        verdict = f"IoU {max(overlaps):.2f} with the expected {detection.label}" if overlaps \
+            else f"no {detection.label} expected"
+        lines.append(
+            f"{'predicted':<10} {detection.label:<12} {detection.score:6.3f}  "
+            f"{detection.xmin:5.0f} {detection.xmax:5.0f} {detection.ymin:5.0f} "
+            f"{detection.ymax:5.0f}  {verdict}"
+        )
+    if not result.detected_objects:
+        lines.append(f"{'predicted':<10} (nothing above the threshold)")
+    return lines
+
+
+def _iou(first, second) -> float:
+    width = min(first.xmax, second.xmax) - max(first.xmin, second.xmin)
+    height = min(first.ymax, second.ymax) - max(first.ymin, second.ymin)
+    if width <= 0 or height <= 0:
+        return 0.0
+    intersection = width * height
+    union = (
+        (first.xmax - first.xmin) * (first.ymax - first.ymin)
+        + (second.xmax - second.xmin) * (second.ymax - second.ymin)
+        - intersection
+    )
+    return intersection / union

@@ -36,6 +36,7 @@ from ...data_model import (
     ObjectDetectionTask,
     ObjectDetectionTrainSet,
 )
+from ...duplicates import keep_best_of_duplicates
 from ...defaults import DEFAULT_SEED, DEFAULT_THRESHOLD, DEFAULT_TRAIN_BATCH_SIZE
 from ...images import ImageLimits, decode_image, fit_for_processor
 from ...labelled_images import LabelledImage, load_labelled_images
@@ -180,6 +181,10 @@ class TransformersObjectDetector(ModuleBase):
                 threshold=threshold,
                 target_sizes=[(fitted.image.height, fitted.image.width)],
             )[0]
+            keep = keep_best_of_duplicates(
+                detections["scores"], detections["labels"], detections["boxes"]
+            )
+            detections = {key: value[keep] for key, value in detections.items()}
 
         id2label: Dict[int, str] = self.model.config.id2label
         detected = []
