@@ -98,7 +98,7 @@ def main() -> int:
         print(f"Train request refused ({err.code().name}): {err.details()}")
         return 1
     # caikit 0.29's training status holds a state and timestamps only; the runtime logs the loss.
-    print("  (the loss is in the runtime's log: CCVTRAIN ... trained N epochs ...: loss a -> b)")
+    print("  (each epoch's loss is in the runtime's log: CCVTRAIN ... epoch i/n: loss ...)")
     try:
         outcome = calls.wait_for_training(
             api, channel, training_id, args.timeout, common.STATUS_POLL_INTERVAL_S

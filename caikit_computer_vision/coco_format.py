@@ -15,7 +15,6 @@ import contextlib
 import io
 import json
 import math
-import os
 
 # Third Party
 from pycocotools.coco import COCO

@@ -293,9 +293,9 @@ def fine_tune(
                     seconds=time.perf_counter() - epoch_started,
                 )
                 epoch_losses.append(report.mean_loss)
-                log.debug(
-                    "<CCV10448211D>",
-                    "epoch %d/%d: loss %.4f (%.3f s)",
+                log.info(
+                    "<CCV10448211I>",
+                    "epoch %d/%d: loss %.4f (%.2f s)",
                     report.epoch,
                     report.num_epochs,
                     report.mean_loss,

@@ -3,7 +3,7 @@
 # Standard
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Dict, List, Optional, Sequence, TextIO, Tuple
+from typing import Dict, List, Optional, Sequence, TextIO
 import math
 import sys
 import time
