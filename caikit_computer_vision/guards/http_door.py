@@ -10,6 +10,7 @@ body it read to caikit. Refusals have caikit's error shape: ``{"details", "code"
 # Standard
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Dict, List, Optional, Tuple
+import asyncio
 import json
 import urllib.parse
 import uuid
@@ -31,6 +32,7 @@ TRANSPORT = "HTTP"
 BODY_KEY = "caikit_computer_vision.max_http_body_bytes"
 # The most of a too-big body the door reads (and drops) before it answers 413.
 _DISCARD_BYTES = 256 * 1024 * 1024
+_DISCARD_IDLE_S = 1.0
 # Served as they are: FastAPI's documents of the API, health and runtime information.
 PLAIN_ROUTES = (
     ("GET", names.HEALTH_ENDPOINT),
@@ -203,10 +205,14 @@ class HttpFrontDoor:
 
 async def _discard_body(receive) -> None:
     """Read and drop the rest of a refused body, so that the client, still sending, reads the
-    413 instead of a reset connection; at most ``_DISCARD_BYTES``, then the connection closes."""
+    413 instead of a reset connection: at most ``_DISCARD_BYTES``, and only while the client
+    keeps sending (a client that waits for the answer first gets it after ``_DISCARD_IDLE_S``)."""
     discarded = 0
     while discarded < _DISCARD_BYTES:
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), _DISCARD_IDLE_S)
+        except asyncio.TimeoutError:
+            return
         discarded += len(message.get("body", b""))
         if message["type"] == "http.disconnect" or not message.get("more_body", False):
             return
