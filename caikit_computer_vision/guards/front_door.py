@@ -26,6 +26,7 @@ from enum import Enum
 from typing import Callable, Dict, Iterable, Iterator, Optional
 import asyncio
 import os
+import stat
 import threading
 
 # Third Party
@@ -224,17 +225,30 @@ class FrontDoor:
             len(model_id) > self.limits.max_model_id_length
         ):
             return self.id_refusal(model_id)
-        path = os.path.join(self.models_dir, model_id)
-        if (
-            model_id_problem(model_id, self.limits.max_model_id_length) is None
-            and model_dir_problem(path, self.models_dir) is None
-            and os.path.isdir(path)
+        if model_id_problem(model_id, self.limits.max_model_id_length) is None and (
+            self._is_model_dir(os.path.join(self.models_dir, model_id))
         ):
             return None
         return Refusal(
             grpc.StatusCode.NOT_FOUND,
             f"model {quote(model_id)} not found: a model id is the name of a directory in "
             "the runtime's models directory",
+        )
+
+    def _is_model_dir(self, path: str) -> bool:
+        """``models/<plain name>`` is a directory there, or a symlink that resolves to one.
+
+        One ``lstat`` for the usual case (this runs on every prediction); only a symlink is
+        resolved, and it must stay directly inside the models directory.
+        """
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return False
+        if stat.S_ISDIR(mode):
+            return True
+        return stat.S_ISLNK(mode) and model_dir_problem(path, self.models_dir) is None and (
+            os.path.isdir(path)
         )
 
     def training_id_refusal(self, training_id: object) -> Optional[Refusal]:
