@@ -20,16 +20,13 @@ from typing import Dict, List, Tuple
 import os
 import pathlib
 
-# Third Party
-from PIL import Image, UnidentifiedImageError
-
 # First Party
 from caikit.core.exceptions import error_handler
 import alog
 
 # Local
 from .coco_format import is_coco_file, read_coco_boxes
-from .defaults import MAX_IMAGE_PIXELS
+from .images import ImageLimits, decode_image
 from .label_format import EXPECTED_LINE_FORMAT, LabelFileError, LabelledBox, read_numbered_labels
 
 log = alog.use_channel("CCVDATA")
@@ -76,7 +73,8 @@ def load_labelled_images(img_dir_path: str, labels_file: str) -> List[LabelledIm
     once (``Image.load``), not just sized: reading the header alone (``Image.open(...).size``)
     and ``verify()`` (a no-op for JPEG in Pillow) would let a truncated JPEG through to fail in
     the middle of training. For the small images this example trains on, decoding is cheap.
-    Images over ``MAX_IMAGE_PIXELS`` are refused from their header, before decoding.
+    Images in a format the runtime does not accept, or over its pixel limit, are refused
+    before decoding (``images.ImageLimits``).
 
     Raises:
         ValueError: anything the caller must fix, with the file (and line) that says where.
@@ -169,34 +167,33 @@ def _check_confined(image_path: pathlib.Path, named_at: str) -> None:
 
 def _decoded_image_size(image_path: pathlib.Path, named_at: str) -> Tuple[int, int]:
     """Decode the image at ``image_path`` and return (width, height); ``named_at`` says where
-    the label file names it."""
+    the label file names it.
+
+    Decoded by ``images.decode_image``, as client images are: the runtime's accepted formats and
+    pixel limit are checked before any pixel is decoded, so a training image that run() would
+    refuse is refused here, by the Train call, instead of failing the training later.
+    """
     _check_confined(image_path, named_at)
     try:
-        with Image.open(os.path.realpath(image_path)) as image:
-            width, height = image.size
-            # Checked on the header, before decoding: the same limit run() applies to clients.
-            if width * height > MAX_IMAGE_PIXELS:
-                error(
-                    "<CCV54153823E>",
-                    ValueError(
-                        f"{named_at}: image '{image_path.name}' is {width}x{height} pixels, over "
-                        f"the limit of {MAX_IMAGE_PIXELS}; scale it down (and its boxes with it)"
-                    ),
-                )
-            image.load()
-            return width, height
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        # Pillow's own messages repeat the path it opened (the resolved one): not echoed.
-        if isinstance(err, UnidentifiedImageError):
-            reason = "not an image Pillow can read"
-        else:
-            reason = getattr(err, "strerror", None) or str(err)
+        data = pathlib.Path(os.path.realpath(image_path)).read_bytes()
+    except OSError as err:
+        # The OS's message repeats the path it opened (the resolved one): not echoed.
+        error(
+            "<CCV48713033E>",
+            ValueError(
+                f"{named_at}: image '{image_path.name}' in {image_path.parent} cannot be read "
+                f"({err.strerror}); replace it with a readable image file"
+            ),
+        )
+    try:
+        width, height = decode_image(data, ImageLimits.from_config()).size
+    except ValueError as err:
         error(
             "<CCV48713032E>",
             ValueError(
-                f"{named_at}: image '{image_path.name}' in {image_path.parent} cannot be "
-                f"decoded ({reason}); replace it with a valid image file"
+                f"{named_at}: image '{image_path.name}' in {image_path.parent} cannot be used "
+                f"({err}); replace it with a valid image file"
             ),
-            err,
         )
+    return width, height
 

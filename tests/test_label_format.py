@@ -1,6 +1,7 @@
 """Tests of the label file format (label_format) and of set validation (labelled_images)."""
 
 # Standard
+import io
 import os
 import pathlib
 import pickle
@@ -263,7 +264,7 @@ def test_load_labelled_images_rejects_an_image_that_is_not_there(tmp_path, image
 def test_load_labelled_images_rejects_a_file_that_is_not_an_image(tmp_path, image_dir):
     (image_dir / "notes.jpg").write_text("not an image")
     labels = write_text(tmp_path / "labels.txt", f"{VALID_LINE}\n\nnotes.jpg\tcat\t(1, 2, 3, 4)\n")
-    with pytest.raises(ValueError, match=at(labels, 3) + "image 'notes.jpg' .* cannot be decoded"):
+    with pytest.raises(ValueError, match=at(labels, 3) + "image 'notes.jpg' .* cannot be used"):
         load_labelled_images(str(image_dir), labels)
 
 
@@ -271,7 +272,7 @@ def test_load_labelled_images_rejects_a_truncated_jpeg(tmp_path, image_dir):
     whole = (image_dir / "a.jpg").read_bytes()
     (image_dir / "cut.jpg").write_bytes(whole[: len(whole) // 2])
     labels = write_text(tmp_path / "labels.txt", "cut.jpg\tcat\t(1, 2, 3, 4)\n")
-    with pytest.raises(ValueError, match=at(labels, 1) + "image 'cut.jpg' .* cannot be decoded"):
+    with pytest.raises(ValueError, match=at(labels, 1) + "image 'cut.jpg' .* cannot be used"):
         load_labelled_images(str(image_dir), labels)
 
 
@@ -300,3 +301,17 @@ def test_load_labelled_images_accepts_a_box_on_the_image_edges(tmp_path, image_d
     labels = write_text(tmp_path / "labels.txt", "a.jpg\tcat\t(0, 64, 0, 48)\n")
     (image,) = load_labelled_images(str(image_dir), labels)
     assert (image.width, image.height) == (64, 48)
+
+
+def test_a_training_image_in_a_format_the_runtime_refuses_is_refused_before_decoding(tmp_path):
+    # ICO is not among the runtime's accepted formats by default: refused from its signature,
+    # before Pillow (whose Image.open decodes icons) sees it, as a client's icon is refused.
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    icon = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(icon, format="ICO")
+    (images_dir / "icon.ico").write_bytes(icon.getvalue())
+    labels = tmp_path / "labels.txt"
+    labels.write_text("icon.ico\tcat\t(0, 4, 0, 4)\n")
+    with pytest.raises(ValueError, match=r"image 'icon.ico' .* ICO format, which this runtime"):
+        load_labelled_images(str(images_dir), str(labels))
