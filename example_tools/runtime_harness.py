@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -206,14 +207,23 @@ def start_example_runtime(
 # -- gRPC messages for processes that import caikit -------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+_messages_lock = threading.Lock()
+
+
 def served_messages() -> SimpleNamespace:
     """The runtime's request and result message classes, from a fresh dump of its protos.
 
     dump_protos.py runs once per process, in a subprocess (it configures caikit its own way);
     grpc_tools' protoc turns the dump into descriptors, loaded into a private pool so that they
-    never meet the classes caikit registered in the default one.
+    never meet the classes caikit registered in the default one. Thread-safe: clients on many
+    threads (the load generator) share the one dump.
     """
+    with _messages_lock:
+        return _compile_served_messages()
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_served_messages() -> SimpleNamespace:
     # Third Party
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     from grpc_tools import protoc
