@@ -243,7 +243,12 @@ def fine_tune(
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=learning_rate,
-            total_steps=max(steps_per_epoch * num_epochs, 2),
+            # OneCycleLR divides by the length of its warm-up, pct_start * total_steps - 1: a
+            # short training (10 epochs of 32 images is 10 steps) would make it zero. At least
+            # two warm-up steps; a schedule longer than the training just ends before its tail.
+            total_steps=max(
+                steps_per_epoch * num_epochs, math.floor(2 / recipe.warmup_fraction) + 1
+            ),
             pct_start=recipe.warmup_fraction,
             anneal_strategy="cos",
             final_div_factor=FINAL_LR_DIVISOR,

@@ -242,3 +242,13 @@ def test_a_coco_labels_file_trains_the_same_model_as_the_tab_file(tmp_path, save
     )
     for key, value in _weights(from_tab).items():
         assert torch.equal(value, _weights(from_coco)[key]), key
+
+
+def test_a_training_of_a_few_steps_completes(saved_model_dir, train_dir):
+    # 48 images in batches of 32 are 2 steps an epoch, so 5 epochs are 10 steps: a one-cycle
+    # warm-up of a tenth of them would be one step long, which torch's OneCycleLR divides by
+    # (it answered "float division by zero" before the schedule got a minimum length).
+    trained = TransformersObjectDetector.train(
+        str(saved_model_dir), _train_set(train_dir), num_epochs=5, learning_rate=LEARNING_RATE
+    )
+    assert all(torch.isfinite(value).all() for value in _weights(trained).values())
