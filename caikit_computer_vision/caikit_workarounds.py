@@ -18,6 +18,7 @@ import grpc
 # First Party
 from caikit.core.data_model import DataBase
 from caikit.core.model_management.job_base import JobFutureBase
+from caikit.core.model_management.local_model_trainer import LocalModelTrainer
 from caikit.core.toolkit.reversible_hasher import ReversibleHasher
 import alog
 
@@ -89,6 +90,21 @@ def cancel_running_trainings(trainer) -> int:
     for future in running:
         future.wait()
     return len(running)
+
+
+class KeepSavedModelFuture(LocalModelTrainer.LocalModelTrainFuture):
+    """caikit's training future, except that forgetting a training keeps what it saved.
+
+    Replaces caikit/core/model_management/local_job_base.py ``LocalJobFuture._delete_result``,
+    which ``LocalJobBase._purge_old_futures`` calls for every training older than the trainer's
+    ``retention_duration`` (a day by default) on the next status or Train call: it runs
+    ``shutil.rmtree(save_path)``. A training's save path is ``models/<model_name>``, the model
+    being served, and for a save refused because the name was taken (a second runtime on the
+    same models/), another runtime's model. The record may go; the model stays.
+    """
+
+    def _delete_result(self) -> None:
+        log.debug("<CCV84210380D>", "training %s forgotten; its saved model is kept", self.id)
 
 
 def routable_training_id(trainer_instance_name: str) -> str:

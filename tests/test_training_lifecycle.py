@@ -95,6 +95,29 @@ def test_failed_training_reports_its_error_and_keeps_every_model(runtime):
         assert predict_callable(channel)(IMAGE, 0.0).detected_objects
 
 
+def test_a_forgotten_training_keeps_the_model_it_saved(tmp_path, saved_model_dir):
+    # caikit forgets a finished training after the trainer's retention_duration (a day by
+    # default) and, left alone, deletes its save path, models/<model_name>, with it.
+    runtime = start_example_runtime(
+        tmp_path,
+        saved_model_dir,
+        extra_env={"MODEL_MANAGEMENT_TRAINERS_DEFAULT_CONFIG_RETENTION_DURATION": "2s"},
+    )
+    try:
+        training_id = _start(runtime, model_name="kept", num_epochs=1)
+        assert _wait_for(runtime, training_id, "COMPLETED")["state"] == "COMPLETED"
+        time.sleep(3.0)
+        # The next status call purges the record: the training is unknown now...
+        status, _ = runtime.http("GET", f"/management/trainings?training_id={training_id}")
+        assert status == 404
+        # ...and its model is still on disk and served.
+        assert (runtime.work_dir / "models" / "kept" / "config.yml").is_file()
+        with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+            assert predict_callable(channel)(IMAGE, 0.0, model_id="kept").detected_objects
+    finally:
+        runtime.stop()
+
+
 def test_sigkill_mid_training_loses_nothing_and_restart_serves_every_model(
     tmp_path, saved_model_dir
 ):

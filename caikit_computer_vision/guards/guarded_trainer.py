@@ -24,7 +24,7 @@ import aconfig
 import alog
 
 # Local
-from ..caikit_workarounds import routable_training_id
+from ..caikit_workarounds import KeepSavedModelFuture, routable_training_id
 from ..data_model import ObjectDetectionTrainSet
 from .limits import LIBRARY_CONFIG_KEY, Limits
 from .paths import is_inside, model_dir_problem, model_id_problem
@@ -53,10 +53,14 @@ class GuardedModelTrainer(LocalModelTrainer):
       (RESOURCE_EXHAUSTED: a further one is refused, not queued; retry when one has ended).
 
     Training ids are issued in the format caikit's training lookup expects, so that polling a
-    training's status logs nothing (caikit_workarounds.routable_training_id).
+    training's status logs nothing (caikit_workarounds.routable_training_id), and a training
+    that caikit forgets after ``retention_duration`` keeps its saved model
+    (caikit_workarounds.KeepSavedModelFuture).
     """
 
     name = "CCV_GUARDED"
+    # The class LocalModelTrainer.train builds its futures from.
+    LocalModelFuture = KeepSavedModelFuture
 
     def __init__(self, config: aconfig.Config, instance_name: str):
         super().__init__(config, instance_name)
