@@ -269,10 +269,10 @@ def fine_tune(
                     flip = (torch.rand(len(indices), generator=generator) < recipe.flip_probability).to(device)
                     pixel_values, boxes = _flip_horizontally(batch.pixel_values, batch.boxes, flip)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        logits, pred_boxes = _predict_every_layer(
+                        logits, pred_boxes = predict_every_layer(
                             model, pixel_values, recipe.auxiliary_losses
                         )
-                    loss = _every_layer_loss(
+                    loss = every_layer_loss(
                         logits, pred_boxes, batch.class_labels, boxes, batch.mask, recipe
                     )
                     optimizer.zero_grad(set_to_none=True)
@@ -400,7 +400,7 @@ def match_predictions(
     return matched
 
 
-def _every_layer_loss(
+def every_layer_loss(
     logits: torch.Tensor,
     pred_boxes: torch.Tensor,
     class_labels: torch.Tensor,
@@ -430,7 +430,7 @@ def _every_layer_loss(
     )
 
 
-def _predict_every_layer(
+def predict_every_layer(
     model: YolosForObjectDetection, pixel_values: torch.Tensor, every_layer: bool
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Class logits and boxes from the detection tokens after every encoder layer.

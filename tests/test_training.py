@@ -16,7 +16,14 @@ from caikit_computer_vision.modules.object_detection import TransformersObjectDe
 from example_tools.synthetic_data import generate_train_data, render_example
 from example_tools.tiny_yolos import build_tiny_yolos
 from caikit_computer_vision.torch_device import select_device
-from caikit_computer_vision.training import detection_loss, encode_images, fine_tune
+from caikit_computer_vision.training import (
+    Recipe,
+    detection_loss,
+    encode_images,
+    every_layer_loss,
+    fine_tune,
+    predict_every_layer,
+)
 
 from .conftest import encode_image, noise_image
 
@@ -224,6 +231,33 @@ def test_batched_detr_loss_equals_transformers_yolos_loss(train_dir):
     ]
     theirs = model(pixel_values=bucket.pixel_values, labels=labels).loss
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+
+
+def test_every_layer_loss_is_the_sum_of_each_layers_loss(train_dir):
+    """The training's one loss call (layers folded into the batch) is the per-layer sum.
+
+    Checked with the recipe's one-to-many matching and anchor prior, on a batch whose images
+    have different numbers of objects (padding in the targets).
+    """
+    model, processor = build_tiny_yolos()
+    images = load_labelled_images(str(train_dir / "images"), str(train_dir / "labels.txt"))[:16]
+    (bucket,) = encode_images(processor, images, model.config.label2id, 128, 4.0)
+    assert not bucket.mask.all(), "the batch should hold padded targets"
+    recipe = Recipe()
+    model.train()
+    logits, pred_boxes = predict_every_layer(model, bucket.pixel_values, every_layer=True)
+    assert logits.shape[0] == model.config.num_hidden_layers
+    per_layer = sum(
+        detection_loss(
+            layer_logits, layer_boxes, bucket.class_labels, bucket.boxes, bucket.mask,
+            recipe.matches_per_object, recipe.anchor_weight,
+        )
+        for layer_logits, layer_boxes in zip(logits, pred_boxes)
+    )
+    folded = every_layer_loss(
+        logits, pred_boxes, bucket.class_labels, bucket.boxes, bucket.mask, recipe
+    )
+    assert folded.item() == pytest.approx(per_layer.item(), rel=1e-5)
 
 
 def test_a_coco_labels_file_trains_the_same_model_as_the_tab_file(tmp_path, saved_model_dir):
