@@ -207,7 +207,13 @@ def deploying_runtime(tmp_path_factory, saved_model_dir):
     work_dir = tmp_path_factory.mktemp("deploying")
     runtime = start_example_runtime(
         work_dir, saved_model_dir,
-        extra_env={"CAIKIT_COMPUTER_VISION_ALLOW_MODEL_DEPLOYMENT": "true"},
+        extra_env={
+            "CAIKIT_COMPUTER_VISION_ALLOW_MODEL_DEPLOYMENT": "true",
+            # As deploy/modelmesh/servingruntime.yaml: the model-management calls decide what is
+            # loaded. With the poller on, it races them: it may unload a model that loadModel
+            # just loaded from models/<id>/<name>, which is not itself a model directory.
+            "RUNTIME_LAZY_LOAD_LOCAL_MODELS": "false",
+        },
     )
     try:
         yield runtime
