@@ -9,13 +9,19 @@ Runs in the foreground; Ctrl-C or SIGTERM stops it cleanly.
 # Standard
 from typing import Dict, List, Tuple
 import argparse
+import os
 import socket
 import sys
 
+# OpenMP reads this when torch loads: with caikit_computer_vision.torch_threads above 1, idle
+# worker threads sleep instead of spinning, which on a machine with other work made training
+# steps up to 30x slower (docs/training.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # Local
-import common
-import create_models_dir
-import create_train_data
+import common  # noqa: E402
+import create_models_dir  # noqa: E402
+import create_train_data  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

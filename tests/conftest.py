@@ -9,6 +9,11 @@ import sys
 # cuBLAS reads this when it first runs on a GPU: training's reproducibility (deterministic
 # algorithms, see caikit_computer_vision/training.py) needs it set before any test uses CUDA.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+# OpenMP reads this when torch loads: idle worker threads sleep instead of spinning. With two
+# threads on a machine that has other work (the runtimes these tests start, a parallel job),
+# spinning made every optimiser step of the tiny model 30x slower (10 epochs of 48 images: 85 s
+# instead of 3). Runtimes started by the tests inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Third Party
 from PIL import Image
