@@ -63,3 +63,18 @@ def train_dir(tmp_path_factory) -> pathlib.Path:
     path = tmp_path_factory.mktemp("train_data")
     generate_train_data(str(path), num_images=48)
     return path
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory, saved_model_dir):
+    """One runtime of the example with runtime_config.yaml as it is, and a gRPC predict on it.
+
+    Shared by every test module that needs no other configuration (a start takes 10 to 30 s on
+    two cores): they predict, fuzz, or damage copies of my_model they make themselves, never
+    my_model. Modules that need other settings start their own.
+    """
+    # Local
+    from .served_example import serve_example  # imports this module's image helpers
+
+    with serve_example(tmp_path_factory.mktemp("served"), saved_model_dir) as served:
+        yield served

@@ -34,7 +34,6 @@ from .served_example import (
     assert_serves_normally,
     assert_well_formed,
     predict_status,
-    serve_example,
 )
 
 LONG_RUN = os.environ.get("CCV_LONG_TESTS") == "1"
@@ -157,12 +156,6 @@ def check_answer(ok: bool, refused: bool, message: str, result, inputs, threshol
         assert ok, (size, message)
     if ok:
         assert_well_formed(result, *size)
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, saved_model_dir):
-    with serve_example(tmp_path_factory.mktemp("fuzz"), saved_model_dir) as served:
-        yield served
 
 
 def test_fuzzed_grpc_predict_never_fails_internally(served):

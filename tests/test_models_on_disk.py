@@ -16,17 +16,10 @@ import pytest
 from example_tools.runtime_harness import NUM_TRAIN_IMAGES, predict_callable, start_runtime
 from example_tools.synthetic_data import generate_train_data, render_example
 
-from .served_example import serve_example
 from .test_runtime_guards import TRAIN_ROUTE, _train_body
 
 IMAGE, _ = render_example("dog")
 TERMINAL_STATES = ("COMPLETED", "ERRORED", "CANCELED")
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, saved_model_dir):
-    with serve_example(tmp_path_factory.mktemp("on_disk"), saved_model_dir) as served:
-        yield served
 
 
 @pytest.fixture(scope="module")

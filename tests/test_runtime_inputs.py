@@ -29,7 +29,6 @@ from .served_example import (
     assert_serves_normally,
     assert_well_formed,
     predict_status,
-    serve_example,
 )
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -134,12 +133,6 @@ BAD_REQUESTS = {
         ("larger than max",),
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, saved_model_dir):
-    with serve_example(tmp_path_factory.mktemp("inputs"), saved_model_dir) as served:
-        yield served
 
 
 def test_oversized_images_are_small_files():
