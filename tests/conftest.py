@@ -78,3 +78,14 @@ def served(tmp_path_factory, saved_model_dir):
 
     with serve_example(tmp_path_factory.mktemp("served"), saved_model_dir) as served:
         yield served
+
+
+@pytest.fixture(scope="session")
+def walkthrough(tmp_path_factory, saved_model_dir):
+    """One runtime laid out as the README's walkthrough leaves the repository, shared by the
+    tests that run the README's and docs' commands against it (HTTP, grpcurl, Node.js)."""
+    # Local
+    from .walkthrough_runtime import serve_walkthrough
+
+    with serve_walkthrough(tmp_path_factory, saved_model_dir) as runtime:
+        yield runtime

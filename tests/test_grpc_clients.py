@@ -38,7 +38,6 @@ from .readme_shell import (
     readme_section,
     run_readme_command,
 )
-from .walkthrough_runtime import serve_walkthrough
 
 GRPCURL_SECTION = "## grpcurl, through server reflection"
 NODE_SECTION = "## From another language: Node.js"
@@ -65,9 +64,8 @@ NPM_CI = "(cd clients/node && npm ci)"
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory, saved_model_dir):
-    with serve_walkthrough(tmp_path_factory, saved_model_dir) as runtime:
-        yield runtime
+def runtime(walkthrough):
+    return walkthrough
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,6 @@ from .readme_shell import (
     readme_output,
     readme_section,
 )
-from .walkthrough_runtime import serve_walkthrough
 
 HTTP_SECTION = "### The same calls over HTTP"
 HEALTH_SECTION = "## Health, models and metrics"
@@ -63,9 +62,8 @@ def dump(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory, saved_model_dir):
-    with serve_walkthrough(tmp_path_factory, saved_model_dir) as runtime:
-        yield runtime
+def runtime(walkthrough):
+    return walkthrough
 
 
 @pytest.fixture(scope="module")
