@@ -56,8 +56,6 @@ NUM_TRAIN_IMAGES = 512
 # seeds x threads {1, 2} at 100 epochs, 17 % less training than 120).
 DEFAULT_NUM_EPOCHS = 100
 DEFAULT_LEARNING_RATE = 3e-3
-# Score threshold of the demo's predict request.
-DEFAULT_THRESHOLD = 0.5
 # How long the client waits for training to finish, and how often it asks.
 TRAINING_TIMEOUT_S = 600.0
 STATUS_POLL_INTERVAL_S = 0.5

@@ -34,7 +34,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--image", default=str(common.QUERY_IMAGE), help="JPEG/PNG to predict on (%(default)s)"
     )
-    parser.add_argument("--threshold", type=float, default=common.DEFAULT_THRESHOLD)
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="minimum score of a printed detection (default: the model's own, 0.5)",
+    )
     parser.add_argument(
         "--save-annotated",
         metavar="PATH",

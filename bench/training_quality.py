@@ -26,7 +26,11 @@ import torch
 
 # First Party
 import caikit_computer_vision  # noqa: F401  (configures caikit before the imports below)
-from caikit_computer_vision.defaults import DEFAULT_SEED, DEFAULT_TRAIN_BATCH_SIZE
+from caikit_computer_vision.defaults import (
+    DEFAULT_SEED,
+    DEFAULT_THRESHOLD,
+    DEFAULT_TRAIN_BATCH_SIZE,
+)
 from caikit_computer_vision.labelled_images import load_labelled_images
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from caikit_computer_vision.torch_device import select_device
@@ -123,7 +127,7 @@ def _spread(
                note="pycocotools"),
         Figure(GROUP, "duplicate rate, maximum", max(s["duplicates"] for s in runs.values()), "",
                target=Target(MAX_DUPLICATE_RATE),
-               note=f"boxes above threshold {common.DEFAULT_THRESHOLD} per held-out object "
+               note=f"boxes above threshold {DEFAULT_THRESHOLD} per held-out object "
                "beyond the first"),
         Figure(GROUP, "in-process training time, 1 thread (max)",
                max(s["training_s"] for n, s in runs.items() if "1 thread" in n), "s",
@@ -178,7 +182,7 @@ def _scores(module: TransformersObjectDetector, held_out: pathlib.Path) -> Dict[
         "map50": mean_average_precision(ground_truth, predictions).mean,
         "coco_map50": coco.map_50,
         "coco_map": coco.map_50_95,
-        "duplicates": duplicate_rate(ground_truth, predictions, common.DEFAULT_THRESHOLD),
+        "duplicates": duplicate_rate(ground_truth, predictions, DEFAULT_THRESHOLD),
     }
 
 

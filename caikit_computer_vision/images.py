@@ -34,15 +34,14 @@ from caikit.core.exceptions import error_handler
 import alog
 
 # Local
-from .defaults import DEFAULT_IMAGE_FORMATS, MAX_IMAGE_PIXELS
+from .defaults import DEFAULT_IMAGE_FORMATS, LIBRARY_CONFIG_KEY, MAX_IMAGE_PIXELS
 
 log = alog.use_channel("CCVIMAGE")
 error = error_handler.get(log)
 
 ImageSource = Union[Image.Image, pathlib.Path, str, np.ndarray, bytes]
 
-# This library's section of the caikit config and its image keys (runtime_config.yaml).
-_LIBRARY_CONFIG_KEY = "caikit_computer_vision"
+# This library's image keys in its section of the caikit config (runtime_config.yaml).
 _FORMATS_KEY = "image_formats"
 _MAX_PIXELS_KEY = "max_image_pixels"
 
@@ -62,7 +61,7 @@ class ImageLimits:
     @classmethod
     def from_config(cls) -> "ImageLimits":
         """The limits of the current caikit config; a wrong value fails with its key named."""
-        section = get_config().get(_LIBRARY_CONFIG_KEY) or {}
+        section = get_config().get(LIBRARY_CONFIG_KEY) or {}
         formats = section.get(_FORMATS_KEY, DEFAULT_IMAGE_FORMATS)
         if isinstance(formats, str):  # an environment override: "JPEG,PNG"
             formats = [name.strip() for name in formats.split(",") if name.strip()]
@@ -72,7 +71,7 @@ class ImageLimits:
             and len(formats) > 0
             and all(isinstance(name, str) and name.upper() in CHECKED_FORMATS for name in formats),
             "{}.{} must be a non-empty list of image formats among {}, not {!r}",
-            _LIBRARY_CONFIG_KEY,
+            LIBRARY_CONFIG_KEY,
             _FORMATS_KEY,
             ", ".join(CHECKED_FORMATS),
             formats,
@@ -82,7 +81,7 @@ class ImageLimits:
             "<CCV20957715E>",
             isinstance(max_pixels, int) and not isinstance(max_pixels, bool) and max_pixels >= 1,
             "{}.{} must be a whole number of pixels >= 1, not {!r}",
-            _LIBRARY_CONFIG_KEY,
+            LIBRARY_CONFIG_KEY,
             _MAX_PIXELS_KEY,
             max_pixels,
         )

@@ -24,7 +24,8 @@ from .caikit_workarounds import build_servers_with, cancel_running_trainings, ht
 from .guards.front_door import FrontDoor, grpc_allowlist
 from .guards.grpc_door import GrpcFrontDoor
 from .guards.http_door import HttpFrontDoor, http_allowlist
-from .guards.limits import LIBRARY_CONFIG_KEY, Limits
+from .defaults import LIBRARY_CONFIG_KEY
+from .guards.limits import Limits
 
 log = alog.use_channel("CCVSERVE")
 error = error_handler.get(log)

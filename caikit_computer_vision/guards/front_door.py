@@ -38,7 +38,8 @@ import alog
 
 # Local
 from ..caikit_workarounds import trainer_name_of
-from .limits import LIBRARY_CONFIG_KEY, Limits
+from ..defaults import LIBRARY_CONFIG_KEY
+from .limits import Limits
 from .paths import is_inside, model_dir_problem, model_id_problem
 
 log = alog.use_channel("CCVDOOR")

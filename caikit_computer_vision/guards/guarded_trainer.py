@@ -26,7 +26,8 @@ import alog
 # Local
 from ..caikit_workarounds import KeepSavedModelFuture, routable_training_id
 from ..data_model import ObjectDetectionTrainSet
-from .limits import LIBRARY_CONFIG_KEY, Limits
+from ..defaults import LIBRARY_CONFIG_KEY
+from .limits import Limits
 from .paths import is_inside, model_dir_problem, model_id_problem
 
 log = alog.use_channel("CCVGUARD")

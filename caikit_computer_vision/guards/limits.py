@@ -14,13 +14,12 @@ from caikit.core.exceptions import error_handler
 import alog
 
 # Local
+from ..defaults import LIBRARY_CONFIG_KEY
 from .paths import FILE_NAME_MAX, MAX_MODEL_ID_LENGTH
 
 log = alog.use_channel("CCVGUARD")
 error = error_handler.get(log)
 
-# Section of the caikit config with this library's runtime settings.
-LIBRARY_CONFIG_KEY = "caikit_computer_vision"
 
 
 def _cores() -> int:

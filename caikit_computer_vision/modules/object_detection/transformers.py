@@ -37,7 +37,12 @@ from ...data_model import (
     ObjectDetectionTrainSet,
 )
 from ...duplicates import keep_best_of_duplicates
-from ...defaults import DEFAULT_SEED, DEFAULT_THRESHOLD, DEFAULT_TRAIN_BATCH_SIZE
+from ...defaults import (
+    DEFAULT_SEED,
+    DEFAULT_THRESHOLD,
+    DEFAULT_TRAIN_BATCH_SIZE,
+    LIBRARY_CONFIG_KEY,
+)
 from ...images import ImageLimits, decode_image, fit_for_processor
 from ...labelled_images import LabelledImage, load_labelled_images
 from ...torch_device import select_device
@@ -50,9 +55,7 @@ error = error_handler.get(log)
 HF_ARTIFACTS_DIR = "hf_model"
 # The processor rounds each resized side down to a multiple of this (see ``pad_to_aspect_ratio``).
 _PROCESSOR_SIDE_MULTIPLE = 16
-# This library's section of the caikit config (runtime_server.LIBRARY_CONFIG_KEY), and its key
-# for torch's intra-op threads (see runtime_config.yaml).
-_LIBRARY_CONFIG_KEY = "caikit_computer_vision"
+# This library's key for torch's intra-op threads (see runtime_config.yaml).
 _TORCH_THREADS_KEY = "torch_threads"
 
 # Per-file progress bars of tiny local loads and saves only clutter the runtime's log.
@@ -302,7 +305,7 @@ def apply_torch_threads() -> None:
     torch's setting is per process: every module reads the same key, so all of a runtime's
     models, and its trainings, share it. Unset (as outside the runtime), torch keeps its default.
     """
-    library_config = get_config().get(_LIBRARY_CONFIG_KEY) or {}
+    library_config = get_config().get(LIBRARY_CONFIG_KEY) or {}
     threads = library_config.get(_TORCH_THREADS_KEY)
     if threads is None:
         return
@@ -310,7 +313,7 @@ def apply_torch_threads() -> None:
         "<CCV31558721E>",
         isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1,
         "{}.{} must be a whole number >= 1, got {}",
-        _LIBRARY_CONFIG_KEY,
+        LIBRARY_CONFIG_KEY,
         _TORCH_THREADS_KEY,
         threads,
     )
