@@ -1,4 +1,7 @@
-"""Write a directory somewhere else first, then publish it with one atomic rename.
+"""Write a directory (or a file) somewhere else first, then publish it with one atomic rename.
+
+The library's one "write beside, then rename" helper: saved models, generated data sets and
+dumped protos use ``staged_directory``, label files ``write_file_atomically``.
 
 A reader of the target (the runtime's lazy model loader, a user's editor) sees either no
 directory / the old complete one, or the new complete one, never a half-written mix. Staging
@@ -206,3 +209,21 @@ def _exists_error(target: pathlib.Path) -> DirectoryExistsError:
     return DirectoryExistsError(
         f"{target} already exists and is never replaced: choose another name, or delete it first"
     )
+
+
+def write_file_atomically(path: str, text: str) -> None:
+    """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` beside it first, then rename over it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temp_path = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as temp_file:
+            temp_file.write(text)
+        # mkstemp creates the file private to its owner; a label file is ordinary data.
+        os.chmod(temp_path, 0o644)
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise

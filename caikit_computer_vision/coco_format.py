@@ -20,7 +20,8 @@ import math
 from pycocotools.coco import COCO
 
 # Local
-from .label_format import LabelFileError, LabelledBox, box_problem, write_file_atomically
+from .atomic_dirs import write_file_atomically
+from .label_format import LabelFileError, LabelledBox, box_problem
 
 COCO_FORMAT_HINT = (
     "a COCO detection JSON needs 'images' (id, file_name), 'annotations' (image_id, "

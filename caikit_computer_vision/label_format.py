@@ -20,7 +20,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import math
 import os
 import re
-import tempfile
+
+# Local
+from .atomic_dirs import write_file_atomically
 
 EXPECTED_LINE_FORMAT = "<file>\\t<label>\\t(<x_min>, <x_max>, <y_min>, <y_max>)"
 
@@ -121,24 +123,6 @@ def write_labels_file(path: str, boxes: Iterable[LabelledBox]) -> None:
     if not lines:
         raise ValueError(f"refusing to write {path}: no boxes (the training set would be empty)")
     write_file_atomically(path, "\n".join(lines) + "\n")
-
-
-def write_file_atomically(path: str, text: str) -> None:
-    """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` beside it first, then rename over it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temp_path = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as temp_file:
-            temp_file.write(text)
-        # mkstemp creates the file private to its owner; a label file is ordinary data.
-        os.chmod(temp_path, 0o644)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
 
 
 def parse_label_line(line: str, path: str, line_number: int) -> LabelledBox:

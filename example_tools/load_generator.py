@@ -23,7 +23,6 @@ import ipaddress
 import json
 import math
 import operator
-import os
 import pathlib
 import tempfile
 import threading
@@ -36,6 +35,7 @@ import uuid
 import grpc
 
 # Local
+from caikit_computer_vision.atomic_dirs import write_file_atomically
 from common import BASE_MODEL_ID
 from example_tools.synthetic_data import render_example
 from example_tools.runtime_harness import predict_callable
@@ -495,13 +495,8 @@ def format_report(report: LoadReport) -> str:
 
 
 def write_json(report: LoadReport, path: pathlib.Path) -> None:
-    """Write the report as JSON, atomically (a temporary file beside ``path``, then rename)."""
-    path = pathlib.Path(path)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False
-    ) as temporary:
-        json.dump(asdict(report), temporary, indent=2)
-    os.replace(temporary.name, path)
+    """Write the report as JSON, atomically."""
+    write_file_atomically(str(path), json.dumps(asdict(report), indent=2) + "\n")
 
 
 # -- the command line --------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from PIL import Image
 import grpc
 import numpy as np
-import pytest
 
 # Local
 from caikit_computer_vision.data_model import ObjectDetectionResult
