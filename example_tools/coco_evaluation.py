@@ -6,7 +6,7 @@ reference implementation for the same number (and the stricter COCO average over
 client, which must not import caikit (see ``vision_client``), scores models with it too.
 
 Boxes are duck-typed: anything with ``label``, ``xmin``, ``xmax``, ``ymin``, ``ymax`` in pixels
-(and ``score`` for predictions), such as ``LabelledBox``, ``evaluation.ScoredBox``.
+(and ``score`` for predictions), such as ``LabelledBox`` or ``ScoredBox`` below.
 """
 
 # Standard
@@ -19,6 +19,18 @@ import json
 # Third Party
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+
+@dataclass(frozen=True)
+class ScoredBox:
+    """One prediction: a label with the detector's score and a box in pixels."""
+
+    label: str
+    score: float
+    xmin: float
+    xmax: float
+    ymin: float
+    ymax: float
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 # Local
 from caikit_computer_vision.label_format import LabelledBox
+# One prediction's shape, defined where the client (which must not import caikit) can use it.
+from example_tools.coco_evaluation import ScoredBox
 
 DEFAULT_IOU_THRESHOLD: float = 0.5
 
@@ -40,18 +42,6 @@ class BoxLike(Protocol):
 
     @property
     def ymax(self) -> float: ...
-
-
-@dataclass(frozen=True)
-class ScoredBox:
-    """One prediction: a label with the detector's score and a box in pixels."""
-
-    label: str
-    score: float
-    xmin: float
-    xmax: float
-    ymin: float
-    ymax: float
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@ import time
 # Third Party
 import grpc
 
+# Local
+from example_tools.coco_evaluation import ScoredBox
+
 # caikit_data_model.common.JobStatus values that end a training.
 _FINISHED = ("COMPLETED", "CANCELED", "ERRORED")
 # While the runtime's poller has not loaded a new model yet, predict answers NOT_FOUND.
@@ -177,22 +180,10 @@ def format_detections(result) -> List[str]:
     return lines
 
 
-@dataclass(frozen=True)
-class Detection:
-    """A predicted box in the plain shape the mAP functions read (label, score, pixel edges)."""
-
-    label: str
-    score: float
-    xmin: float
-    xmax: float
-    ymin: float
-    ymax: float
-
-
-def detections_of(result) -> List[Detection]:
+def detections_of(result) -> List[ScoredBox]:
     """The detected objects of an ObjectDetectionResult as ``Detection``s."""
     return [
-        Detection(obj.label, obj.score, obj.box.xmin, obj.box.xmax, obj.box.ymin, obj.box.ymax)
+        ScoredBox(obj.label, obj.score, obj.box.xmin, obj.box.xmax, obj.box.ymin, obj.box.ymax)
         for obj in result.detected_objects
     ]
 
@@ -203,7 +194,7 @@ def predict_each(
     model_id: str,
     images: Dict[str, bytes],
     threshold: float = 0.0,
-) -> Dict[str, List[Detection]]:
+) -> Dict[str, List[ScoredBox]]:
     """Predict every image (name -> bytes) with ``model_id``; return name -> detections.
 
     Threshold 0 by default: mAP ranks predictions by score itself, a cut only lowers recall.
