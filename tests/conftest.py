@@ -80,6 +80,18 @@ def served(tmp_path_factory, saved_model_dir):
         yield served
 
 
+@pytest.fixture(scope="module")
+def runtime(served):
+    """The runtime process of ``served`` (a module's own ``served`` fixture, when it has one)."""
+    return served.runtime
+
+
+@pytest.fixture(scope="module")
+def predict(served):
+    """The gRPC predict call of ``served``: predict(inputs, threshold, model_id=..., ...)."""
+    return served.predict
+
+
 @pytest.fixture(scope="session")
 def walkthrough(tmp_path_factory, saved_model_dir):
     """One runtime laid out as the README's walkthrough leaves the repository, shared by the

@@ -361,16 +361,6 @@ def served(tmp_path_factory, saved_model_dir):
         yield served
 
 
-@pytest.fixture(scope="module")
-def runtime(served):
-    return served.runtime
-
-
-@pytest.fixture(scope="module")
-def predict(served):
-    return served.predict
-
-
 def _refusal(predict, data: bytes) -> str:
     with pytest.raises(grpc.RpcError) as raised:
         predict(data, 0.0)

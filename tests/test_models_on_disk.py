@@ -22,16 +22,6 @@ IMAGE, _ = render_example("dog")
 TERMINAL_STATES = ("COMPLETED", "ERRORED", "CANCELED")
 
 
-@pytest.fixture(scope="module")
-def runtime(served):
-    return served.runtime
-
-
-@pytest.fixture(scope="module")
-def predict(served):
-    return served.predict
-
-
 def _status(predict, model_id: str):
     """(status code, result or None) of one predict on ``model_id``."""
     try:
