@@ -264,9 +264,10 @@ def fine_tune(
             for epoch in range(1, num_epochs + 1):
                 epoch_started = time.perf_counter()
                 loss_sum = torch.zeros((), device=device)
-                for bucket, indices in _batches(buckets, batch_size, generator):
+                for bucket, indices, flip in _epoch_batches(
+                    buckets, batch_size, generator, recipe.flip_probability, device
+                ):
                     batch = bucket.select(indices, device)
-                    flip = (torch.rand(len(indices), generator=generator) < recipe.flip_probability).to(device)
                     pixel_values, boxes = _flip_horizontally(batch.pixel_values, batch.boxes, flip)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                         logits, pred_boxes = predict_every_layer(
@@ -464,16 +465,35 @@ def query_anchors(queries: int, device: torch.device) -> torch.Tensor:
     return torch.stack((x, y), dim=-1)[None]
 
 
-def _batches(
-    buckets: Sequence[ImageBucket], batch_size: int, generator: torch.Generator
-) -> Iterator[Tuple[ImageBucket, torch.Tensor]]:
-    """Shuffled batches of every bucket, the buckets' batches interleaved in random order."""
+def _epoch_batches(
+    buckets: Sequence[ImageBucket],
+    batch_size: int,
+    generator: torch.Generator,
+    flip_probability: float,
+    device: torch.device,
+) -> List[Tuple[ImageBucket, torch.Tensor, torch.Tensor]]:
+    """One epoch's batches: (bucket, image indices, which images to mirror).
+
+    Every bucket shuffled and cut into batches, the buckets' batches in random order. Drawn on
+    the host from ``generator`` (reproducible whatever the device), then copied to the device
+    in one go for the whole epoch: a copy from pageable host memory waits until the device has
+    finished its queued work, so two small copies per step would be two host syncs per step.
+    """
     batches = []
     for bucket in buckets:
         order = torch.randperm(len(bucket), generator=generator)
         batches.extend((bucket, chunk) for chunk in order.split(batch_size))
-    for position in torch.randperm(len(batches), generator=generator).tolist():
-        yield batches[position]
+    batches = [batches[position]
+               for position in torch.randperm(len(batches), generator=generator).tolist()]
+    flips = [torch.rand(len(chunk), generator=generator) < flip_probability
+             for _, chunk in batches]
+    sizes = [len(chunk) for _, chunk in batches]
+    # Buckets live together: all on the device, or all in host memory (too big for it).
+    data_device = buckets[0].pixel_values.device
+    indices = torch.cat([chunk for _, chunk in batches]).to(data_device).split(sizes)
+    flips = torch.cat(flips).to(device).split(sizes)
+    return [(bucket, chunk, flip)
+            for (bucket, _), chunk, flip in zip(batches, indices, flips)]
 
 
 def _flip_horizontally(
