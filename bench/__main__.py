@@ -29,6 +29,7 @@ FIGURE_GROUPS = (
     "startup",
     "memory",
     "training_quality",
+    "training_speed",
     "scaling",
     "front_door",
 )

@@ -204,6 +204,7 @@ def machine_description() -> Dict[str, str]:
         ]
     return {
         "cpu": models[0] if models else platform.machine(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "cores": str(len(os.sched_getaffinity(0))),
         "python": platform.python_version(),
         "torch": torch.__version__,

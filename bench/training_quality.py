@@ -14,7 +14,7 @@ Two parts:
 """
 
 # Standard
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 import os
 import pathlib
 import sys
@@ -34,7 +34,7 @@ from caikit_computer_vision.defaults import (
 from caikit_computer_vision.labelled_images import load_labelled_images
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from caikit_computer_vision.torch_device import select_device
-from caikit_computer_vision.training import fine_tune
+from caikit_computer_vision.training import Recipe, fine_tune
 from example_tools.coco_evaluation import coco_scores
 from example_tools.evaluation import collect_predictions, duplicate_rate, mean_average_precision
 from example_tools.runtime_harness import start_runtime
@@ -69,12 +69,12 @@ def run(quick: bool) -> List[Figure]:
         work_dir = pathlib.Path(scratch)
         held_out = work_dir / "held_out"
         generate_train_data(str(held_out), num_images=HELD_OUT_IMAGES, seed=HELD_OUT_SEED)
-        seconds = _train_through_runtime(work_dir, epochs)
-        untrained = _scores(
+        seconds = train_through_runtime(work_dir, epochs)
+        untrained = held_out_scores(
             TransformersObjectDetector.load(str(work_dir / "models" / common.BASE_MODEL_ID)),
             held_out,
         )
-        trained = _scores(
+        trained = held_out_scores(
             TransformersObjectDetector.load(str(work_dir / "models" / common.TRAINED_MODEL_ID)),
             held_out,
         )
@@ -103,8 +103,8 @@ def _spread(
         generate_train_data(str(data), num_images=common.NUM_TRAIN_IMAGES, seed=seed)
         images = load_labelled_images(str(data / "images"), str(data / "labels.txt"))
         for threads in TORCH_THREADS:
-            module, seconds, cpu_seconds = _train_in_process(images, epochs, threads)
-            scores = _scores(module, held_out)
+            module, seconds, cpu_seconds = train_in_process(images, epochs, threads)
+            scores = held_out_scores(module, held_out)
             scores["training_s"] = seconds
             scores["training_cpu_s"] = cpu_seconds
             print(f"  {GROUP}: seed {seed}, {threads} thread(s): {scores}", file=sys.stderr,
@@ -143,13 +143,19 @@ def _spread(
     ]
 
 
-def _train_in_process(
-    images, epochs: int, threads: int
+def train_in_process(
+    images,
+    epochs: int,
+    threads: int,
+    device: Optional[torch.device] = None,
+    recipe: Optional[Recipe] = None,
 ) -> Tuple[TransformersObjectDetector, float, float]:
     """Train a fresh demo model; return it, the wall seconds and the CPU seconds it took.
 
     CPU seconds (all threads) are what the training would take on quiet cores with one thread:
-    on a shared machine the wall time also counts the other processes' turns.
+    on a shared machine the wall time also counts the other processes' turns. ``device``
+    defaults to the runtime's choice (a CUDA GPU when there is one), ``recipe`` to the
+    library's.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -164,16 +170,19 @@ def _train_in_process(
             learning_rate=common.DEFAULT_LEARNING_RATE,
             batch_size=DEFAULT_TRAIN_BATCH_SIZE,
             seed=DEFAULT_SEED,
-            device=select_device(),
+            device=device or select_device(),
             longest_edge=module.longest_edge,
             max_aspect_ratio=module.max_aspect_ratio,
+            recipe=recipe,
         )
         return module, time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         torch.set_num_threads(previous)
 
 
-def _scores(module: TransformersObjectDetector, held_out: pathlib.Path) -> Dict[str, float]:
+def held_out_scores(
+    module: TransformersObjectDetector, held_out: pathlib.Path
+) -> Dict[str, float]:
     ground_truth, predictions = collect_predictions(
         module, str(held_out / "images"), str(held_out / "labels.txt"), threshold=0.0
     )
@@ -186,7 +195,7 @@ def _scores(module: TransformersObjectDetector, held_out: pathlib.Path) -> Dict[
     }
 
 
-def _train_through_runtime(work_dir: pathlib.Path, epochs: int) -> float:
+def train_through_runtime(work_dir: pathlib.Path, epochs: int) -> float:
     runtime = start_runtime(work_dir, ["--purge_dirs"])
     try:
         body = {

@@ -86,6 +86,8 @@ class Recipe:
     # Left-right mirroring of a batch's images (and boxes).
     flip_probability: float = 0.5
     max_grad_norm: float = MAX_GRAD_NORM
+    # torch's deterministic algorithms for the duration of the training (``_deterministic``).
+    deterministic: bool = True
 
 
 @dataclass
@@ -211,7 +213,9 @@ def fine_tune(
     ``learning_rate`` is the peak of the one-cycle schedule. Reproducible on one device and
     thread count: the shuffling, augmentation and init use generators seeded from ``seed``
     (the caller's global RNG state is restored afterwards) and torch's deterministic algorithms
-    are switched on for the duration of the training.
+    are switched on for the duration of the training (``Recipe.deterministic``). On a CPU the
+    same inputs give the same weights bit for bit; on a CUDA GPU to float rounding (see
+    ``_deterministic``).
     """
     recipe = recipe or Recipe()
     started = time.perf_counter()
@@ -225,7 +229,7 @@ def fine_tune(
         len(buckets),
         time.perf_counter() - started,
     )
-    with _deterministic(device):
+    with _deterministic(device, recipe.deterministic):
         model.to(device)
         if sum(bucket.nbytes() for bucket in buckets) <= MAX_DATA_ON_DEVICE_BYTES:
             buckets = [bucket.to(device) for bucket in buckets]
@@ -543,14 +547,19 @@ def _paired_giou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def _deterministic(device: torch.device) -> Iterator[None]:
+def _deterministic(device: torch.device, enabled: bool = True) -> Iterator[None]:
     """Switch torch's deterministic algorithms on for the training, and back as they were.
 
     The training promises the same weights from the same data, seed, device and thread count.
-    On a CPU that holds anyway; CUDA kernels (atomics in index/scatter backward, cuBLAS
-    workspaces) need the switch. ``warn_only`` keeps an op without a deterministic kernel
-    from failing a user's training.
+    On a CPU that holds anyway. On CUDA the switch makes index/scatter backward and cuBLAS
+    deterministic, but two kernels YOLOS needs have no deterministic variant in warn-only
+    mode: bicubic upsampling's backward (the position embeddings are resized to every image)
+    and fused attention's backward. ``warn_only`` keeps them from failing a user's training,
+    at the price of runs that agree to float rounding, not bit for bit.
     """
+    if not enabled:
+        yield
+        return
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", _CUBLAS_DETERMINISTIC_WORKSPACE)
     was_enabled = torch.are_deterministic_algorithms_enabled()

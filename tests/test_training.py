@@ -40,6 +40,28 @@ def _weights(module: TransformersObjectDetector):
     return {key: value.clone() for key, value in module.model.state_dict().items()}
 
 
+def _assert_same_training(first, second, base) -> None:
+    """Two trainings of ``base`` (weights by name) that must give the same model.
+
+    On a CPU, bit for bit. On a CUDA GPU, to float rounding: YOLOS needs kernels whose backward
+    accumulates with atomics and that torch has no deterministic variant of (bicubic
+    upsampling of the position embeddings; attention in warn-only deterministic mode), so the
+    two runs may differ in the last bits. There the runs must agree to 1 % of how far the
+    training moved the weights: a different seed, batch order or recipe misses that by far.
+    """
+    assert first.keys() == second.keys()
+    if select_device().type == "cpu":
+        for key, value in first.items():
+            assert torch.equal(value, second[key]), key
+        return
+    moved = sum(float((value.float() - base[key].float()).square().sum())
+                for key, value in first.items() if key in base)
+    apart = sum(float((value.float() - second[key].float()).square().sum())
+                for key, value in first.items())
+    assert moved > 0
+    assert math.sqrt(apart) <= 0.01 * math.sqrt(moved), (apart, moved)
+
+
 def _tree_digest(path: pathlib.Path) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -102,8 +124,8 @@ def test_trained_model_survives_save_and_load(tmp_path, trained):
 def test_training_is_reproducible(saved_model_dir, train_dir):
     first = TransformersObjectDetector.train(str(saved_model_dir), _train_set(train_dir), 2, 1e-3)
     second = TransformersObjectDetector.train(str(saved_model_dir), _train_set(train_dir), 2, 1e-3)
-    for key, value in _weights(first).items():
-        assert torch.equal(value, _weights(second)[key]), key
+    base = _weights(TransformersObjectDetector.load(str(saved_model_dir)))
+    _assert_same_training(_weights(first), _weights(second), base)
 
 
 def test_num_epochs_and_learning_rate_are_honoured(saved_model_dir, train_dir, trained):
@@ -274,8 +296,8 @@ def test_a_coco_labels_file_trains_the_same_model_as_the_tab_file(tmp_path, save
         1,
         LEARNING_RATE,
     )
-    for key, value in _weights(from_tab).items():
-        assert torch.equal(value, _weights(from_coco)[key]), key
+    base = _weights(TransformersObjectDetector.load(str(saved_model_dir)))
+    _assert_same_training(_weights(from_tab), _weights(from_coco), base)
 
 
 def test_a_training_of_a_few_steps_completes(saved_model_dir, train_dir):
