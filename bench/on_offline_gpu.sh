@@ -20,6 +20,10 @@ repo=$(pwd)
 venv=${TMPDIR:-/tmp}/ccv-offline-venv
 python3 -m venv --system-site-packages --without-pip "$venv"
 site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+# The machine's own packages may live in a venv or user site that --system-site-packages does
+# not reach: list python3's package directories in a .pth file (after the brought wheels).
+python3 -c "import site, sys; print('\n'.join(p for p in sys.path if p.endswith('-packages')))" \
+    >"$site/zz_machine_packages.pth"
 if ! python3 -m pip install --quiet --no-index --no-deps --target "$site" "$bundle"/wheels/*.whl \
     >"$out/pip.log" 2>&1; then
     echo "installing the wheels failed:"; tail -5 "$out/pip.log"; exit 1
