@@ -23,7 +23,14 @@ DUPLICATE_IOU = 0.3
 def keep_best_of_duplicates(
     scores: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, iou: float = DUPLICATE_IOU
 ) -> torch.Tensor:
-    """Indices (best score first) of the detections to keep; ``boxes`` are (x0, y0, x1, y1)."""
+    """Indices (best score first) of the detections to keep; ``boxes`` are (x0, y0, x1, y1).
+
+    Computed on the host whatever device the detections come from: there are at most a few
+    hundred, and the greedy pass decides box by box (on a GPU, a host sync per box). The
+    indices are returned on the detections' device.
+    """
+    device = scores.device
+    scores, labels, boxes = scores.cpu(), labels.cpu(), boxes.cpu()
     order = scores.argsort(descending=True, stable=True)
     boxes, labels = boxes[order].float(), labels[order]
     areas = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
@@ -39,4 +46,4 @@ def keep_best_of_duplicates(
             later = duplicate_of[index].clone()
             later[: index + 1] = False
             kept &= ~later
-    return order[kept]
+    return order[kept].to(device)
