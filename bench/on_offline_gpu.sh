@@ -62,11 +62,11 @@ for step in "$@"; do
         # The tests of what runs on the device first (the model, its training), then the rest.
         device_tests=(tests/test_training.py tests/test_detector_run.py
                       tests/test_detector_persistence.py)
-        timeout 120 "$python" -m pytest -q -rfEs -p no:cacheprovider "${device_tests[@]}" \
+        timeout 90 "$python" -m pytest -q -rfEs -p no:cacheprovider "${device_tests[@]}" \
             >"$out/pytest_device.log" 2>&1
         echo "device tests: exit $?"
         tail -3 "$out/pytest_device.log"
-        timeout "${TESTS_S:-420}" "$python" -m pytest -q -rfEs -p no:cacheprovider \
+        timeout "${TESTS_S:-420}" "$python" -m pytest -v -rfEs -p no:cacheprovider \
             --durations=25 --junitxml="$out/junit.xml" "${device_tests[@]/#/--ignore=}" tests \
             >"$out/pytest.log" 2>&1
         echo "tests: exit $?"

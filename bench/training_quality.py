@@ -175,7 +175,11 @@ def train_in_process(
             max_aspect_ratio=module.max_aspect_ratio,
             recipe=recipe,
         )
-        return module, time.perf_counter() - started, time.process_time() - cpu_started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        # Back where the module runs its predictions (trained elsewhere, e.g. on the CPU of a
+        # GPU machine, it would be fed inputs on the wrong device).
+        module.model.to(module.device)
+        return module, seconds, cpu_seconds
     finally:
         torch.set_num_threads(previous)
 
