@@ -61,7 +61,8 @@ EXAMPLE_IMAGE_NAME: str = "example.jpg"
 
 JPEG_QUALITY: int = 90
 
-# Object side as a fraction of the image side: big enough to see at 64x64 with 8-pixel patches.
+# Object side as a fraction of the image side: big enough to see after the demo model shrinks a
+# 64 px image to 32 px (4 x 4 patches of 8 px).
 _OBJECT_SIZE_RANGE = (0.30, 0.55)
 # Objects of one image may touch but not hide each other: IoU of their boxes stays below this.
 _MAX_OBJECT_IOU = 0.1
