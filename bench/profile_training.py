@@ -22,11 +22,12 @@ import torch
 import caikit_computer_vision  # noqa: F401  (configures caikit before the imports below)
 from caikit_computer_vision.defaults import DEFAULT_SEED, DEFAULT_TRAIN_BATCH_SIZE
 from caikit_computer_vision.labelled_images import load_labelled_images
-from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from caikit_computer_vision.torch_device import select_device
-from caikit_computer_vision.training import fine_tune
 from example_tools.synthetic_data import generate_train_data
-from example_tools.tiny_yolos import ARCHITECTURES, build_tiny_yolos
+from example_tools.tiny_yolos import ARCHITECTURES
+
+# Local
+from bench.training_quality import train_in_process
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -47,22 +48,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         generate_train_data(scratch, num_images=args.images, image_size=args.image_size,
                             seed=DEFAULT_SEED)
         images = load_labelled_images(f"{scratch}/images", f"{scratch}/labels.txt")
-        module = TransformersObjectDetector(*build_tiny_yolos(architecture=args.architecture))
         activities = [ProfilerActivity.CPU]
         if device.type == "cuda":
             activities.append(ProfilerActivity.CUDA)
         with profile(activities=activities) as profiler:
-            fine_tune(
-                model=module.model,
-                processor=module.processor,
-                images=images,
-                num_epochs=args.epochs,
-                learning_rate=1e-4,
-                batch_size=args.batch_size,
-                seed=DEFAULT_SEED,
-                device=device,
-                longest_edge=module.longest_edge,
-                max_aspect_ratio=module.max_aspect_ratio,
+            train_in_process(
+                images, args.epochs, torch.get_num_threads(), device,
+                architecture=args.architecture, batch_size=args.batch_size, learning_rate=1e-4,
             )
     steps = args.epochs * math.ceil(args.images / args.batch_size)
     averages = profiler.key_averages()

@@ -14,7 +14,7 @@ Two parts:
 """
 
 # Standard
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 import os
 import pathlib
 import sys
@@ -34,7 +34,7 @@ from caikit_computer_vision.defaults import (
 from caikit_computer_vision.labelled_images import load_labelled_images
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from caikit_computer_vision.torch_device import select_device
-from caikit_computer_vision.training import Recipe, fine_tune
+from caikit_computer_vision.training import EpochReport, Recipe, fine_tune
 from example_tools.coco_evaluation import coco_scores
 from example_tools.evaluation import collect_predictions, duplicate_rate, mean_average_precision
 from example_tools.runtime_harness import start_runtime
@@ -149,30 +149,37 @@ def train_in_process(
     threads: int,
     device: Optional[torch.device] = None,
     recipe: Optional[Recipe] = None,
+    *,
+    architecture: str = "tiny",
+    batch_size: int = DEFAULT_TRAIN_BATCH_SIZE,
+    learning_rate: Optional[float] = None,
+    on_epoch: Optional[Callable[[EpochReport], None]] = None,
 ) -> Tuple[TransformersObjectDetector, float, float]:
-    """Train a fresh demo model; return it, the wall seconds and the CPU seconds it took.
+    """Train a fresh model (the demo's unless ``architecture`` says otherwise); return it, the
+    wall seconds and the CPU seconds it took.
 
     CPU seconds (all threads) are what the training would take on quiet cores with one thread:
     on a shared machine the wall time also counts the other processes' turns. ``device``
     defaults to the runtime's choice (a CUDA GPU when there is one), ``recipe`` to the
-    library's.
+    library's, ``learning_rate`` to the demo's.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        module = TransformersObjectDetector(*build_tiny_yolos())
+        module = TransformersObjectDetector(*build_tiny_yolos(architecture=architecture))
         started, cpu_started = time.perf_counter(), time.process_time()
         fine_tune(
             model=module.model,
             processor=module.processor,
             images=images,
             num_epochs=epochs,
-            learning_rate=common.DEFAULT_LEARNING_RATE,
-            batch_size=DEFAULT_TRAIN_BATCH_SIZE,
+            learning_rate=learning_rate or common.DEFAULT_LEARNING_RATE,
+            batch_size=batch_size,
             seed=DEFAULT_SEED,
             device=device or select_device(),
             longest_edge=module.longest_edge,
             max_aspect_ratio=module.max_aspect_ratio,
+            on_epoch=on_epoch,
             recipe=recipe,
         )
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started

@@ -18,7 +18,6 @@ import os
 import pathlib
 import sys
 import tempfile
-import time
 
 # Third Party
 import torch
@@ -27,10 +26,8 @@ import torch
 import caikit_computer_vision  # noqa: F401  (configures caikit before the imports below)
 from caikit_computer_vision.defaults import DEFAULT_SEED
 from caikit_computer_vision.labelled_images import load_labelled_images
-from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
-from caikit_computer_vision.training import EpochReport, Recipe, fine_tune
+from caikit_computer_vision.training import EpochReport, Recipe
 from example_tools.synthetic_data import generate_train_data
-from example_tools.tiny_yolos import build_tiny_yolos
 import common
 
 # Local
@@ -196,28 +193,15 @@ def _yolos_tiny_epoch_ms(
     images, epochs: int, batch_size: int, device: torch.device, recipe: Recipe
 ) -> Tuple[float, float]:
     """(ms per image of the slowest epoch after the first, ms per image of the first)."""
-    model, processor = build_tiny_yolos(architecture="yolos-tiny")
-    module = TransformersObjectDetector(model, processor)
     reports: List[EpochReport] = []
-    started = time.perf_counter()
-    fine_tune(
-        model=module.model,
-        processor=module.processor,
-        images=images,
-        num_epochs=epochs,
-        learning_rate=YOLOS_TINY_LEARNING_RATE,
-        batch_size=batch_size,
-        seed=DEFAULT_SEED,
-        device=device,
-        longest_edge=module.longest_edge,
-        max_aspect_ratio=module.max_aspect_ratio,
-        on_epoch=reports.append,
-        recipe=recipe,
+    module, seconds, _ = train_in_process(
+        images, epochs, torch.get_num_threads(), device, recipe, architecture="yolos-tiny",
+        batch_size=batch_size, learning_rate=YOLOS_TINY_LEARNING_RATE, on_epoch=reports.append,
     )
-    del module, model
+    del module
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    print(f"  {GROUP}: yolos-tiny batch {batch_size}: {time.perf_counter() - started:.1f} s "
-          "in all", file=sys.stderr, flush=True)
+    print(f"  {GROUP}: yolos-tiny batch {batch_size}: {seconds:.1f} s in all", file=sys.stderr,
+          flush=True)
     per_image = [report.seconds * MS / len(images) for report in reports]
     return max(per_image[1:]), per_image[0]
