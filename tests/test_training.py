@@ -15,6 +15,8 @@ from caikit_computer_vision.labelled_images import load_labelled_images
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from example_tools.synthetic_data import generate_train_data, render_example
 from example_tools.tiny_yolos import build_tiny_yolos
+from caikit_computer_vision.defaults import DEFAULT_TRAIN_BATCH_SIZE
+from caikit_computer_vision.modules.object_detection import transformers as detector_module
 from caikit_computer_vision.torch_device import select_device
 from caikit_computer_vision.training import (
     Recipe,
@@ -312,3 +314,31 @@ def test_a_training_of_a_few_steps_completes(saved_model_dir, train_dir):
         str(saved_model_dir), _train_set(train_dir), num_epochs=5, learning_rate=LEARNING_RATE
     )
     assert all(torch.isfinite(value).all() for value in _weights(trained).values())
+
+
+@pytest.mark.parametrize("value", [0, -1, "64", 2.5, True])
+def test_a_wrong_train_batch_size_names_its_key(monkeypatch, value):
+    monkeypatch.setattr(
+        detector_module, "get_config", lambda: {"caikit_computer_vision": {"train_batch_size": value}}
+    )
+    with pytest.raises(ValueError, match="caikit_computer_vision.train_batch_size"):
+        detector_module.train_batch_size()
+
+
+def test_train_uses_the_configured_batch_size(monkeypatch, saved_model_dir, train_dir):
+    """Unset, the library's default; set, the runtime config's value reaches the training."""
+    seen = []
+    real_fine_tune = detector_module.fine_tune
+
+    def recording_fine_tune(**kwargs):
+        seen.append(kwargs["batch_size"])
+        return real_fine_tune(**kwargs)
+
+    monkeypatch.setattr(detector_module, "fine_tune", recording_fine_tune)
+    monkeypatch.setattr(detector_module, "get_config", lambda: {})
+    TransformersObjectDetector.train(str(saved_model_dir), _train_set(train_dir), 1, LEARNING_RATE)
+    monkeypatch.setattr(
+        detector_module, "get_config", lambda: {"caikit_computer_vision": {"train_batch_size": 8}}
+    )
+    TransformersObjectDetector.train(str(saved_model_dir), _train_set(train_dir), 1, LEARNING_RATE)
+    assert seen == [DEFAULT_TRAIN_BATCH_SIZE, 8]

@@ -57,6 +57,7 @@ HF_ARTIFACTS_DIR = "hf_model"
 _PROCESSOR_SIDE_MULTIPLE = 16
 # This library's key for torch's intra-op threads (see runtime_config.yaml).
 _TORCH_THREADS_KEY = "torch_threads"
+_TRAIN_BATCH_SIZE_KEY = "train_batch_size"
 
 # Per-file progress bars of tiny local loads and saves only clutter the runtime's log.
 hf_logging.disable_progress_bar()
@@ -290,7 +291,7 @@ class TransformersObjectDetector(ModuleBase):
             images=images,
             num_epochs=num_epochs,
             learning_rate=float(learning_rate),
-            batch_size=DEFAULT_TRAIN_BATCH_SIZE,
+            batch_size=train_batch_size(),
             seed=DEFAULT_SEED,
             device=base.device,
             longest_edge=base.longest_edge,
@@ -320,6 +321,25 @@ def apply_torch_threads() -> None:
     if torch.get_num_threads() != threads:
         log.info("<CCV31558722I>", "torch intra-op threads: %d", threads)
         torch.set_num_threads(threads)
+
+
+def train_batch_size() -> int:
+    """Images per training step: ``caikit_computer_vision.train_batch_size`` if set, else
+    ``DEFAULT_TRAIN_BATCH_SIZE``. Read at every training, so a changed config applies to the
+    next one."""
+    library_config = get_config().get(LIBRARY_CONFIG_KEY) or {}
+    batch_size = library_config.get(_TRAIN_BATCH_SIZE_KEY)
+    if batch_size is None:
+        return DEFAULT_TRAIN_BATCH_SIZE
+    error.value_check(
+        "<CCV31558723E>",
+        isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
+        "{}.{} must be a whole number >= 1, got {}",
+        LIBRARY_CONFIG_KEY,
+        _TRAIN_BATCH_SIZE_KEY,
+        batch_size,
+    )
+    return batch_size
 
 
 def _check_threshold(threshold: float) -> None:
