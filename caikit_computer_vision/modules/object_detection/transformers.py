@@ -36,7 +36,7 @@ from ...data_model import (
     ObjectDetectionTask,
     ObjectDetectionTrainSet,
 )
-from ...duplicates import keep_best_of_duplicates
+from ...duplicates import clip_to_image, keep_best_of_duplicates
 from ...defaults import (
     DEFAULT_SEED,
     DEFAULT_THRESHOLD,
@@ -185,6 +185,11 @@ class TransformersObjectDetector(ModuleBase):
                 threshold=threshold,
                 target_sizes=[(fitted.image.height, fitted.image.width)],
             )[0]
+            # Clipped to the real image (not the padding) first, so that duplicates are judged
+            # on the boxes the caller gets.
+            detections["boxes"] = clip_to_image(
+                detections["boxes"], width / fitted.scale_x, height / fitted.scale_y
+            )
             keep = keep_best_of_duplicates(
                 detections["scores"], detections["labels"], detections["boxes"]
             )
