@@ -311,18 +311,9 @@ def apply_torch_threads() -> None:
     torch's setting is per process: every module reads the same key, so all of a runtime's
     models, and its trainings, share it. Unset (as outside the runtime), torch keeps its default.
     """
-    library_config = get_config().get(LIBRARY_CONFIG_KEY) or {}
-    threads = library_config.get(_TORCH_THREADS_KEY)
+    threads = _whole_number_setting(_TORCH_THREADS_KEY, "<CCV31558721E>")
     if threads is None:
         return
-    error.value_check(
-        "<CCV31558721E>",
-        isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1,
-        "{}.{} must be a whole number >= 1, got {}",
-        LIBRARY_CONFIG_KEY,
-        _TORCH_THREADS_KEY,
-        threads,
-    )
     if torch.get_num_threads() != threads:
         log.info("<CCV31558722I>", "torch intra-op threads: %d", threads)
         torch.set_num_threads(threads)
@@ -332,19 +323,23 @@ def train_batch_size() -> int:
     """Images per training step: ``caikit_computer_vision.train_batch_size`` if set, else
     ``DEFAULT_TRAIN_BATCH_SIZE``. Read at every training, so a changed config applies to the
     next one."""
-    library_config = get_config().get(LIBRARY_CONFIG_KEY) or {}
-    batch_size = library_config.get(_TRAIN_BATCH_SIZE_KEY)
-    if batch_size is None:
-        return DEFAULT_TRAIN_BATCH_SIZE
-    error.value_check(
-        "<CCV31558723E>",
-        isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1,
-        "{}.{} must be a whole number >= 1, got {}",
-        LIBRARY_CONFIG_KEY,
-        _TRAIN_BATCH_SIZE_KEY,
-        batch_size,
-    )
-    return batch_size
+    batch_size = _whole_number_setting(_TRAIN_BATCH_SIZE_KEY, "<CCV31558723E>")
+    return DEFAULT_TRAIN_BATCH_SIZE if batch_size is None else batch_size
+
+
+def _whole_number_setting(key: str, log_code: str) -> Union[int, None]:
+    """This library's config value ``key``: None when unset, else a whole number >= 1."""
+    value = (get_config().get(LIBRARY_CONFIG_KEY) or {}).get(key)
+    if value is not None:
+        error.value_check(
+            log_code,
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            "{}.{} must be a whole number >= 1, got {}",
+            LIBRARY_CONFIG_KEY,
+            key,
+            value,
+        )
+    return value
 
 
 def _check_threshold(threshold: float) -> None:
