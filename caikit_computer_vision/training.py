@@ -32,6 +32,7 @@ import alog
 # Local
 from .images import decode_image, fit_for_processor
 from .labelled_images import LabelledImage
+from .step_graphs import StepGraphs
 
 log = alog.use_channel("CCVTRAIN")
 
@@ -88,6 +89,9 @@ class Recipe:
     max_grad_norm: float = MAX_GRAD_NORM
     # torch's deterministic algorithms for the duration of the training (``_deterministic``).
     deterministic: bool = True
+    # On a CUDA GPU, replay the training step as a CUDA graph (step_graphs.py). Off, every step
+    # is launched op by op (the same arithmetic, several times slower for a small model).
+    cuda_graphs: bool = True
 
 
 @dataclass
@@ -240,8 +244,18 @@ def fine_tune(
                 for bucket in buckets
             ]
         model.train()
+        # On a GPU the steps are replayed as CUDA graphs (step_graphs.py), which needs the
+        # optimiser's step count and learning rate on the device.
+        graphs_wanted = (
+            recipe.cuda_graphs and device.type == "cuda"
+            and all(bucket.pixel_values.device.type == "cuda" for bucket in buckets)
+        )
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=learning_rate, weight_decay=WEIGHT_DECAY, fused=True
+            model.parameters(),
+            lr=torch.tensor(learning_rate, device=device) if graphs_wanted else learning_rate,
+            weight_decay=WEIGHT_DECAY,
+            fused=True,
+            capturable=graphs_wanted,
         )
         steps_per_epoch = sum(math.ceil(len(bucket) / batch_size) for bucket in buckets)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -256,10 +270,14 @@ def fine_tune(
             pct_start=recipe.warmup_fraction,
             anneal_strategy="cos",
             final_div_factor=FINAL_LR_DIVISOR,
+            # Adam's beta1 stays 0.9: a recorded step (CUDA graph) bakes the fused AdamW's
+            # betas into its kernels, so a schedule of them would not reach it. Measured on
+            # the demo: no worse than cycling it 0.95 -> 0.85 -> 0.95 (docs/training.md).
+            cycle_momentum=False,
         )
-        # bf16 autocast where the device has it: halves activation traffic on a GPU. CPUs do
-        # bf16 matmuls slowly unless they have AMX, so the CPU stays in float32.
-        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        loss_sum = torch.zeros((), device=device)
+        step = _training_step(model, optimizer, recipe, device, loss_sum)
+        graphs = StepGraphs(step, batch_size, device) if graphs_wanted else None
         generator = torch.Generator().manual_seed(seed)
         num_images = sum(len(bucket) for bucket in buckets)
         epoch_losses: List[float] = []
@@ -267,25 +285,15 @@ def fine_tune(
             torch.manual_seed(seed)
             for epoch in range(1, num_epochs + 1):
                 epoch_started = time.perf_counter()
-                loss_sum = torch.zeros((), device=device)
-                for bucket, indices, flip in _epoch_batches(
+                loss_sum.zero_()
+                for bucket_index, indices, flip in _epoch_batches(
                     buckets, batch_size, generator, recipe.flip_probability, device
                 ):
-                    batch = bucket.select(indices, device)
-                    pixel_values, boxes = _flip_horizontally(batch.pixel_values, batch.boxes, flip)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                        logits, pred_boxes = predict_every_layer(
-                            model, pixel_values, recipe.auxiliary_losses
-                        )
-                    loss = every_layer_loss(
-                        logits, pred_boxes, batch.class_labels, boxes, batch.mask, recipe
-                    )
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
-                    optimizer.step()
+                    if graphs is None:
+                        step(buckets[bucket_index], indices, flip)
+                    else:
+                        graphs.run(bucket_index, buckets[bucket_index], indices, flip)
                     scheduler.step()
-                    loss_sum += loss.detach() * len(indices)
                 report = EpochReport(
                     epoch=epoch,
                     num_epochs=num_epochs,
@@ -304,6 +312,12 @@ def fine_tune(
                 )
                 if on_epoch is not None:
                     on_epoch(report)
+        # The gradients (in a recording's memory, if any) are not needed after the training.
+        optimizer.zero_grad(set_to_none=True)
+        if graphs is not None:
+            log.info("<CCV10448213I>", "%d step(s) replayed from %d CUDA graph(s)%s",
+                     graphs.replays, graphs.recorded,
+                     f"; not recorded: {graphs.failure}" if graphs.failure else "")
     model.eval()
     log.info(
         "<CCV10448212I>",
@@ -348,8 +362,11 @@ def detection_loss(
     target_classes.scatter_(1, torch.where(mask, matched_query, queries), class_labels)
     target_classes = target_classes[:, :queries]
     safe_query = torch.where(mask, matched_query, 0)
-    class_weights = torch.ones(classes_plus_one, device=logits.device)
-    class_weights[no_object] = NO_OBJECT_WEIGHT
+    # masked_fill_, not ``[no_object] =``: assigning a Python number into a CUDA tensor copies
+    # it from host memory, which a CUDA graph cannot record (step_graphs.py).
+    class_weights = torch.ones(classes_plus_one, device=logits.device).masked_fill_(
+        torch.arange(classes_plus_one, device=logits.device) == no_object, NO_OBJECT_WEIGHT
+    )
     class_loss = F.cross_entropy(
         logits.reshape(-1, classes_plus_one), target_classes.reshape(-1), weight=class_weights
     )
@@ -394,14 +411,21 @@ def match_predictions(
     # Padding objects are never picked; their "match" is ignored by the loss (masked out).
     cost = cost.masked_fill(~mask[:, None, :], math.inf)
     matched = torch.zeros(batch, objects, dtype=torch.long, device=logits.device)
-    rows = torch.arange(batch, device=logits.device)
+    query_ids = torch.arange(queries, device=logits.device)
+    object_ids = torch.arange(objects, device=logits.device)
+    # Element-wise masks rather than ``cost[rows, query, :] = inf``: indexed assignment of a
+    # number copies it from host memory on CUDA, which a CUDA graph cannot record.
     for _ in range(objects):
         cheapest, flat = cost.reshape(batch, -1).min(dim=1)
         query, obj = flat // objects, flat % objects
+        picked_object = object_ids == obj[:, None]
         # An image whose objects are all matched has only inf left: keep what it has.
-        matched[rows, obj] = torch.where(torch.isfinite(cheapest), query, matched[rows, obj])
-        cost[rows, query, :] = math.inf
-        cost[rows, :, obj] = math.inf
+        matched = torch.where(
+            picked_object & torch.isfinite(cheapest)[:, None], query[:, None], matched
+        )
+        cost = cost.masked_fill(
+            (query_ids == query[:, None])[:, :, None] | picked_object[:, None, :], math.inf
+        )
     return matched
 
 
@@ -469,14 +493,48 @@ def query_anchors(queries: int, device: torch.device) -> torch.Tensor:
     return torch.stack((x, y), dim=-1)[None]
 
 
+def _training_step(
+    model: YolosForObjectDetection,
+    optimizer: torch.optim.Optimizer,
+    recipe: Recipe,
+    device: torch.device,
+    loss_sum: torch.Tensor,
+) -> Callable[[ImageBucket, torch.Tensor, torch.Tensor], None]:
+    """One optimiser step on a batch of a bucket: (bucket, image indices, which to mirror).
+
+    Adds the batch's loss times its size to ``loss_sum``. Written to be recordable as a CUDA
+    graph (step_graphs.py): no host syncs, and only tensors that keep their memory from one
+    call to the next (the bucket's, the model's, the optimiser's, ``loss_sum``) outlive it.
+    """
+    # bf16 autocast where the device has it: halves activation traffic on a GPU. CPUs do bf16
+    # matmuls slowly unless they have AMX, so the CPU stays in float32. No cast cache: a CUDA
+    # graph must not keep casts made during its recording (torch.cuda.graph's docs).
+    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def step(bucket: ImageBucket, indices: torch.Tensor, flip: torch.Tensor) -> None:
+        batch = bucket.select(indices, device)
+        pixel_values, boxes = _flip_horizontally(batch.pixel_values, batch.boxes, flip)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16,
+                            cache_enabled=False):
+            logits, pred_boxes = predict_every_layer(model, pixel_values, recipe.auxiliary_losses)
+        loss = every_layer_loss(logits, pred_boxes, batch.class_labels, boxes, batch.mask, recipe)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+        optimizer.step()
+        loss_sum.add_(loss.detach() * len(indices))
+
+    return step
+
+
 def _epoch_batches(
     buckets: Sequence[ImageBucket],
     batch_size: int,
     generator: torch.Generator,
     flip_probability: float,
     device: torch.device,
-) -> List[Tuple[ImageBucket, torch.Tensor, torch.Tensor]]:
-    """One epoch's batches: (bucket, image indices, which images to mirror).
+) -> List[Tuple[int, torch.Tensor, torch.Tensor]]:
+    """One epoch's batches: (bucket's index, image indices, which images to mirror).
 
     Every bucket shuffled and cut into batches, the buckets' batches in random order. Drawn on
     the host from ``generator`` (reproducible whatever the device), then copied to the device
@@ -484,9 +542,9 @@ def _epoch_batches(
     finished its queued work, so two small copies per step would be two host syncs per step.
     """
     batches = []
-    for bucket in buckets:
+    for bucket_index, bucket in enumerate(buckets):
         order = torch.randperm(len(bucket), generator=generator)
-        batches.extend((bucket, chunk) for chunk in order.split(batch_size))
+        batches.extend((bucket_index, chunk) for chunk in order.split(batch_size))
     batches = [batches[position]
                for position in torch.randperm(len(batches), generator=generator).tolist()]
     flips = [torch.rand(len(chunk), generator=generator) < flip_probability
@@ -496,8 +554,8 @@ def _epoch_batches(
     data_device = buckets[0].pixel_values.device
     indices = torch.cat([chunk for _, chunk in batches]).to(data_device).split(sizes)
     flips = torch.cat(flips).to(device).split(sizes)
-    return [(bucket, chunk, flip)
-            for (bucket, _), chunk, flip in zip(batches, indices, flips)]
+    return [(bucket_index, chunk, flip)
+            for (bucket_index, _), chunk, flip in zip(batches, indices, flips)]
 
 
 def _flip_horizontally(

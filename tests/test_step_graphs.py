@@ -1,0 +1,142 @@
+"""Training steps replayed as CUDA graphs (step_graphs.py) do what eager steps do.
+
+These need a CUDA GPU and are skipped without one (CI has none): on a CPU the training never
+records a step, which every other training test covers. On a GPU they check the real training
+step is recordable (no host sync hides in it), that replays train as eager steps do, and that
+a step that cannot be recorded still trains, eagerly.
+"""
+
+# Standard
+import math
+
+# Third Party
+import pytest
+import torch
+
+# Local
+from caikit_computer_vision import training
+from caikit_computer_vision.labelled_images import load_labelled_images
+from caikit_computer_vision.step_graphs import WARMUP_STEPS, StepGraphs
+from caikit_computer_vision.training import Recipe, fine_tune
+from example_tools.tiny_yolos import build_tiny_yolos
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+BATCH = 8
+STEPS = 12
+
+
+class _Toy:
+    """A linear model trained by a graph-friendly step on fixed data, indexed per batch."""
+
+    def __init__(self, sync_in_step: bool = False):
+        device = torch.device("cuda")
+        generator = torch.Generator().manual_seed(0)
+        self.inputs = torch.randn(64, 5, generator=generator).to(device)
+        self.targets = torch.randn(64, 1, generator=generator).to(device)
+        self.model = torch.nn.Linear(5, 1).to(device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=torch.tensor(1e-2, device=device), fused=True,
+            capturable=True,
+        )
+        self.loss_sum = torch.zeros((), device=device)
+        self.sync_in_step = sync_in_step
+
+    def step(self, bucket, indices, flip):
+        del bucket
+        inputs = torch.where(flip[:, None], -self.inputs[indices], self.inputs[indices])
+        loss = (self.model(inputs) - self.targets[indices]).square().mean()
+        if self.sync_in_step:
+            # A host sync: a CUDA graph cannot record it.
+            assert math.isfinite(loss.item())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum.add_(loss.detach())
+
+    def weights(self):
+        return torch.cat([p.detach().flatten() for p in self.model.parameters()]).cpu()
+
+
+def _batches(sizes):
+    generator = torch.Generator().manual_seed(1)
+    for size in sizes:
+        yield (torch.randperm(64, generator=generator)[:size].cuda(),
+               (torch.rand(size, generator=generator) < 0.5).cuda())
+
+
+def test_replayed_steps_train_as_eager_steps():
+    eager, replayed = _Toy(), _Toy()
+    graphs = StepGraphs(replayed.step, BATCH, torch.device("cuda"))
+    for indices, flip in _batches([BATCH] * STEPS):
+        eager.step(None, indices, flip)
+        graphs.run("bucket", None, indices, flip)
+    assert graphs.failure is None
+    assert graphs.recorded == 1
+    assert graphs.replays == STEPS - WARMUP_STEPS
+    assert torch.allclose(replayed.weights(), eager.weights(), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(replayed.loss_sum.cpu(), eager.loss_sum.cpu(), rtol=1e-5)
+
+
+def test_partial_batches_and_new_buckets_run_eagerly():
+    toy = _Toy()
+    graphs = StepGraphs(toy.step, BATCH, torch.device("cuda"))
+    for indices, flip in _batches([BATCH] * (WARMUP_STEPS + 2) + [3]):
+        graphs.run("first", None, indices, flip)
+    for indices, flip in _batches([BATCH] * 2):
+        graphs.run("second", None, indices, flip)
+    # "first": 3 eager, recorded, 1 more replay, then a partial batch eagerly; "second" is
+    # still warming up.
+    assert (graphs.recorded, graphs.replays) == (1, 2)
+
+
+def test_a_step_that_syncs_trains_eagerly_and_says_why():
+    eager, fallback = _Toy(sync_in_step=True), _Toy(sync_in_step=True)
+    stream = torch.cuda.current_stream()
+    graphs = StepGraphs(fallback.step, BATCH, torch.device("cuda"))
+    for indices, flip in _batches([BATCH] * STEPS):
+        eager.step(None, indices, flip)
+        graphs.run("bucket", None, indices, flip)
+    assert graphs.failure
+    assert (graphs.recorded, graphs.replays) == (0, 0)
+    assert torch.cuda.current_stream() == stream
+    assert torch.allclose(fallback.weights(), eager.weights(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_training_step_is_recorded_and_trains_like_eager_steps(train_dir, monkeypatch):
+    """The real step (YOLOS, the DETR loss, clipping, fused AdamW) records without a sync, and
+    a training of replays lands where the eager one does (to float rounding: the recorded
+    kernels are the eager ones, but CUDA training is not bit-exact run to run)."""
+    made = []
+
+    class Spy(StepGraphs):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(training, "StepGraphs", Spy)
+    images = load_labelled_images(str(train_dir / "images"), str(train_dir / "labels.txt"))
+    base, _ = build_tiny_yolos()
+    base_weights = {key: value.clone() for key, value in base.state_dict().items()}
+
+    def train(recipe):
+        model, processor = build_tiny_yolos()
+        losses = fine_tune(model=model, processor=processor, images=images, num_epochs=4,
+                           learning_rate=5e-3, batch_size=BATCH, seed=0,
+                           device=torch.device("cuda"), longest_edge=128, max_aspect_ratio=4.0,
+                           recipe=recipe)
+        return model.state_dict(), losses
+
+    replayed, replayed_losses = train(Recipe())
+    eager, eager_losses = train(Recipe(cuda_graphs=False))
+    assert len(made) == 1, "cuda_graphs=False must not make step graphs"
+    assert made[0].failure is None
+    assert made[0].replays == 4 * len(images) // BATCH - WARMUP_STEPS
+    moved = sum(float((value.float() - base_weights[key].float().cuda()).square().sum())
+                for key, value in eager.items())
+    apart = sum(float((value.float() - replayed[key].float()).square().sum())
+                for key, value in eager.items())
+    assert moved > 0
+    assert math.sqrt(apart) <= 0.01 * math.sqrt(moved), (apart, moved)
+    assert replayed_losses == pytest.approx(eager_losses, rel=0.01)
+
