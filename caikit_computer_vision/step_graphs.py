@@ -78,7 +78,7 @@ class StepGraphs:
 
     def run(self, key: Hashable, bucket: object, indices: torch.Tensor,
             flip: torch.Tensor) -> None:
-        recorded = self._recorded.get(key)
+        recorded = self._recorded.get(key) if len(indices) == self._batch_size else None
         if recorded is None and self._should_record(key, indices):
             recorded = self._record(key, bucket)
         if recorded is None:

@@ -354,16 +354,20 @@ def detection_loss(
         boxes = boxes.repeat_interleave(matches_per_object, dim=1)
         mask = mask.repeat_interleave(matches_per_object, dim=1)
     matched_query = match_predictions(logits, pred_boxes, class_labels, boxes, mask, anchor_weight)
+    # Which token each real object is matched to, one-hot: (B, M, Q). The matched tokens'
+    # classes and boxes are read through it with a sum and a matrix product rather than
+    # scatter/gather: torch's deterministic CUDA scatter (also gather's backward) copies from
+    # host memory, which a CUDA graph cannot record (step_graphs.py). Exact: each token is
+    # matched at most once, so every sum has one non-zero term.
+    assigned = (
+        matched_query[..., None] == torch.arange(queries, device=logits.device)
+    ) & mask[..., None]
     # Each query's target class: the matched object's, else no-object.
-    # Padding objects scatter into an extra, dropped column so they never overwrite a real one.
-    target_classes = torch.full(
-        (batch, queries + 1), no_object, dtype=torch.long, device=logits.device
+    target_classes = torch.where(
+        assigned.any(1), (assigned * class_labels.clamp(min=0)[..., None]).sum(1), no_object
     )
-    target_classes.scatter_(1, torch.where(mask, matched_query, queries), class_labels)
-    target_classes = target_classes[:, :queries]
-    safe_query = torch.where(mask, matched_query, 0)
-    # masked_fill_, not ``[no_object] =``: assigning a Python number into a CUDA tensor copies
-    # it from host memory, which a CUDA graph cannot record (step_graphs.py).
+    # masked_fill_, not ``[no_object] =``: an indexed write of a Python number into a CUDA
+    # tensor goes through host memory.
     class_weights = torch.ones(classes_plus_one, device=logits.device).masked_fill_(
         torch.arange(classes_plus_one, device=logits.device) == no_object, NO_OBJECT_WEIGHT
     )
@@ -371,7 +375,8 @@ def detection_loss(
         logits.reshape(-1, classes_plus_one), target_classes.reshape(-1), weight=class_weights
     )
     num_objects = mask.sum().clamp(min=1)
-    predicted = pred_boxes.gather(1, safe_query[..., None].expand(-1, -1, 4))
+    # Padding objects read an all-zero box; the mask drops them below.
+    predicted = assigned.to(pred_boxes.dtype) @ pred_boxes
     valid = mask[..., None].float()
     l1_loss = ((predicted - boxes).abs() * valid).sum() / num_objects
     giou = _paired_giou(_corners(predicted), _corners(boxes))
@@ -592,15 +597,19 @@ def _paired_giou(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         first[..., 3] - first[..., 1]).clamp(min=0)
     area_second = (second[..., 2] - second[..., 0]).clamp(min=0) * (
         second[..., 3] - second[..., 1]).clamp(min=0)
+    # Width times height written out, not ``.prod(-1)``: prod's backward asks the host whether
+    # any input is zero (a host sync, which a CUDA graph cannot record).
     top_left = torch.maximum(first[..., :2], second[..., :2])
     bottom_right = torch.minimum(first[..., 2:], second[..., 2:])
-    intersection = (bottom_right - top_left).clamp(min=0).prod(-1)
+    overlap = (bottom_right - top_left).clamp(min=0)
+    intersection = overlap[..., 0] * overlap[..., 1]
     union = area_first + area_second - intersection
     iou = intersection / union.clamp(min=1e-7)
-    enclosing = (
+    hull = (
         torch.maximum(first[..., 2:], second[..., 2:])
         - torch.minimum(first[..., :2], second[..., :2])
-    ).clamp(min=0).prod(-1)
+    ).clamp(min=0)
+    enclosing = hull[..., 0] * hull[..., 1]
     return iou - (enclosing - union) / enclosing.clamp(min=1e-7)
 
 

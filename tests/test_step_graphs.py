@@ -34,7 +34,11 @@ class _Toy:
         generator = torch.Generator().manual_seed(0)
         self.inputs = torch.randn(64, 5, generator=generator).to(device)
         self.targets = torch.randn(64, 1, generator=generator).to(device)
-        self.model = torch.nn.Linear(5, 1).to(device)
+        self.model = torch.nn.Linear(5, 1)
+        with torch.no_grad():
+            for parameter in self.model.parameters():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator))
+        self.model.to(device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=torch.tensor(1e-2, device=device), fused=True,
             capturable=True,
