@@ -53,8 +53,8 @@ NUM_TRAIN_IMAGES = 512
 # Defaults of the train request sent by run_train_and_inference.py: 120 epochs of 512 images
 # at batch 64 (the library's default, runtime_config.yaml's train_batch_size), peak learning rate
 # 4e-3 of a one-cycle schedule (caikit_computer_vision.training; figures and what did not work in
-# docs/training.md: minimum held-out mAP@0.5 0.815 over 3 data seeds x threads {1, 2}, 27-33 s
-# through the runtime on one core; 100 epochs at batch 32 scored 0.772 in 35 s).
+# docs/training.md: minimum held-out mAP@0.5 0.789 over 3 data seeds x threads {1, 2}, 26.5-33 s
+# on one core of a 2-core VM, 2-4 s on a CUDA GPU; 100 epochs at batch 32 scored 0.772 in 35 s).
 DEFAULT_NUM_EPOCHS = 120
 DEFAULT_LEARNING_RATE = 4e-3
 # How long the client waits for training to finish, and how often it asks.

@@ -9,7 +9,9 @@ scipy (a device-to-host copy per image), and a per-batch collate moves every tar
 one tensor at a time. Here the images are stacked once (per image size), the targets are padded
 tensors, and the DETR loss (class + L1 + GIoU, no-object down-weighted) and its one-to-one
 matching are computed for the whole batch at once on the model's device. The only host syncs are
-one per epoch (the loss that is reported) and the caller's progress callback.
+one per epoch (the loss that is reported) and the caller's progress callback. On a CUDA GPU the
+step is recorded once as a CUDA graph and replayed (step_graphs.py), so the step avoids what a
+recording cannot take: ``.prod`` (its backward syncs), scatter/gather and indexed writes.
 """
 
 # Standard
@@ -356,8 +358,8 @@ def detection_loss(
     matched_query = match_predictions(logits, pred_boxes, class_labels, boxes, mask, anchor_weight)
     # Which token each real object is matched to, one-hot: (B, M, Q). The matched tokens'
     # classes and boxes are read through it with a sum and a matrix product rather than
-    # scatter/gather: torch's deterministic CUDA scatter (also gather's backward) copies from
-    # host memory, which a CUDA graph cannot record (step_graphs.py). Exact: each token is
+    # scatter/gather, whose deterministic CUDA versions go through index_put and its host-side
+    # steps: the step must record as a CUDA graph (step_graphs.py). Exact: each token is
     # matched at most once, so every sum has one non-zero term.
     assigned = (
         matched_query[..., None] == torch.arange(queries, device=logits.device)
@@ -367,7 +369,7 @@ def detection_loss(
         assigned.any(1), (assigned * class_labels.clamp(min=0)[..., None]).sum(1), no_object
     )
     # masked_fill_, not ``[no_object] =``: an indexed write of a Python number into a CUDA
-    # tensor goes through host memory.
+    # tensor starts from a host tensor.
     class_weights = torch.ones(classes_plus_one, device=logits.device).masked_fill_(
         torch.arange(classes_plus_one, device=logits.device) == no_object, NO_OBJECT_WEIGHT
     )
@@ -418,8 +420,9 @@ def match_predictions(
     matched = torch.zeros(batch, objects, dtype=torch.long, device=logits.device)
     query_ids = torch.arange(queries, device=logits.device)
     object_ids = torch.arange(objects, device=logits.device)
-    # Element-wise masks rather than ``cost[rows, query, :] = inf``: indexed assignment of a
-    # number copies it from host memory on CUDA, which a CUDA graph cannot record.
+    # Element-wise masks rather than ``cost[rows, query, :] = inf``: an indexed write of a
+    # Python number into a CUDA tensor starts from a host tensor, and the training step must
+    # record as a CUDA graph (step_graphs.py).
     for _ in range(objects):
         cheapest, flat = cost.reshape(batch, -1).min(dim=1)
         query, obj = flat // objects, flat % objects
