@@ -25,6 +25,7 @@ the training logs why once and goes on eagerly, with the same results.
 # Standard
 from dataclasses import dataclass
 from typing import Callable, Dict, Hashable, Optional
+import threading
 
 # Third Party
 import torch
@@ -44,6 +45,11 @@ MAX_GRAPHS = 4
 # A step: (bucket, image indices into it, which images to mirror) -> None; it adds its loss
 # into a tensor of its own.
 Step = Callable[[object, torch.Tensor, torch.Tensor], None]
+
+# One recording at a time in a process (torch.cuda.graph's documented rule): the runtime runs
+# up to max_concurrent_trainings trainings at once, each in a thread of its own. A recording
+# takes milliseconds; replays need no lock.
+_RECORDING = threading.Lock()
 
 
 @dataclass
@@ -68,6 +74,9 @@ class StepGraphs:
         self._recorded: Dict[Hashable, _RecordedStep] = {}
         self._eager_steps: Dict[Hashable, int] = {}
         self._side_stream = torch.cuda.Stream(device)
+        # Its own recording stream: torch's default one is shared by every recording in the
+        # process.
+        self._record_stream = torch.cuda.Stream(device)
         # Why recording failed, once it has (then every step runs eagerly).
         self.failure: Optional[str] = None
         self.replays = 0
@@ -114,9 +123,11 @@ class StepGraphs:
         graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.current_stream(self._device)
         try:
-            # thread_local: a runtime serves predictions on other threads while it trains;
-            # only this thread's calls must be recordable.
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            # thread_local: a runtime serves predictions (and maybe another training) on other
+            # threads while it records; only this thread's calls must be recordable.
+            with _RECORDING, torch.cuda.graph(
+                graph, stream=self._record_stream, capture_error_mode="thread_local"
+            ):
                 self._step(bucket, indices, flip)
         except Exception as error:  # pylint: disable=broad-exception-caught
             # Nothing ran: recording only records. The step is taken eagerly instead, on the

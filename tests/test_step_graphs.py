@@ -7,6 +7,7 @@ a step that cannot be recorded still trains, eagerly.
 """
 
 # Standard
+from concurrent.futures import ThreadPoolExecutor
 import math
 
 # Third Party
@@ -92,6 +93,29 @@ def test_partial_batches_and_new_buckets_run_eagerly():
     # "first": 3 eager, recorded, 1 more replay, then a partial batch eagerly; "second" is
     # still warming up.
     assert (graphs.recorded, graphs.replays) == (1, 2)
+
+
+def test_two_trainings_in_two_threads_record_and_replay_as_alone():
+    # The runtime trains up to max_concurrent_trainings models at once, in threads.
+    eager = [_Toy(), _Toy()]
+    for indices, flip in _batches([BATCH] * STEPS):
+        for toy in eager:
+            toy.step(None, indices, flip)
+
+    def train(toy):
+        graphs = StepGraphs(toy.step, BATCH, torch.device("cuda"))
+        for indices, flip in _batches([BATCH] * STEPS):
+            graphs.run("bucket", None, indices, flip)
+        torch.cuda.synchronize()
+        return graphs
+
+    replayed = [_Toy(), _Toy()]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = list(pool.map(train, replayed))
+    for graphs, toy, alone in zip(done, replayed, eager):
+        assert graphs.failure is None
+        assert graphs.replays == STEPS - WARMUP_STEPS
+        assert torch.allclose(toy.weights(), alone.weights(), rtol=1e-5, atol=1e-6)
 
 
 def test_a_step_that_syncs_trains_eagerly_and_says_why():
