@@ -87,29 +87,28 @@ class StepGraphs:
 
     def run(self, key: Hashable, bucket: object, indices: torch.Tensor,
             flip: torch.Tensor) -> None:
-        recorded = self._recorded.get(key) if len(indices) == self._batch_size else None
-        if recorded is None and self._should_record(key, indices):
+        full = len(indices) == self._batch_size
+        recorded = self._recorded.get(key) if full else None
+        if recorded is None and full and self._ready_to_record(key):
             recorded = self._record(key, bucket)
         if recorded is None:
-            self._eager(key, bucket, indices, flip)
+            if full:
+                self._eager_steps[key] = self._eager_steps.get(key, 0) + 1
+            self._eager(bucket, indices, flip)
             return
         recorded.indices.copy_(indices)
         recorded.flip.copy_(flip)
         recorded.graph.replay()
         self.replays += 1
 
-    def _should_record(self, key: Hashable, indices: torch.Tensor) -> bool:
+    def _ready_to_record(self, key: Hashable) -> bool:
         return (
             self.failure is None
-            and len(indices) == self._batch_size
             and len(self._recorded) < MAX_GRAPHS
             and self._eager_steps.get(key, 0) >= WARMUP_STEPS
         )
 
-    def _eager(self, key: Hashable, bucket: object, indices: torch.Tensor,
-               flip: torch.Tensor) -> None:
-        if len(indices) == self._batch_size:
-            self._eager_steps[key] = self._eager_steps.get(key, 0) + 1
+    def _eager(self, bucket: object, indices: torch.Tensor, flip: torch.Tensor) -> None:
         # The side stream waits for what came before and the main stream for the step, so the
         # order of the work is the same as on one stream.
         self._side_stream.wait_stream(torch.cuda.current_stream(self._device))
