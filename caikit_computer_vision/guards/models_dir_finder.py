@@ -2,6 +2,7 @@
 
 # Standard
 from typing import Optional
+import os
 
 # First Party
 from caikit.config import get_config
@@ -10,6 +11,7 @@ from caikit.core.modules import ModuleConfig
 import alog
 
 # Local
+from ..model_dir_check import links_problem, without_server_paths
 from .paths import model_dir_problem
 
 log = alog.use_channel("CCVGUARD")
@@ -27,7 +29,9 @@ class ModelsDirFinder(LocalModelFinder):
     The runtime hands every model load to the finder, including the lazy loader's fallback that
     uses a client's ``mm-model-id`` as a path (``/elsewhere/model``, ``../model``). A refusal
     is a FileNotFoundError, which caikit answers with NOT_FOUND, as for any unknown model.
-    Symlinks are resolved first, so a link inside models/ cannot point the loader elsewhere.
+    Symlinks are resolved first, so a link inside models/ cannot point the loader elsewhere, and
+    neither can a link inside the model directory (``hf_model``, the weights, ``config.yml``,
+    which caikit reads here): each must stay inside it.
     """
 
     name = "CCV_MODELS_DIR"
@@ -41,6 +45,11 @@ class ModelsDirFinder(LocalModelFinder):
         if problem:
             log.warning("<CCV20830741W>", "refused to load a model: %s", problem)
             raise FileNotFoundError(problem)
+        name = os.path.basename(os.path.normpath(model_path))
+        problem = links_problem(model_path)
+        if problem:
+            log.warning("<CCV20830742W>", "refused to load %s: %s", model_path, problem)
+            raise FileNotFoundError(f"model {name!r} cannot be loaded: {problem}")
         try:
             return super().find_model(model_path, **kwargs)
         except FileNotFoundError:
@@ -48,4 +57,5 @@ class ModelsDirFinder(LocalModelFinder):
         except Exception as err:  # a corrupt config.yml: YAML, key or type errors
             # ValueError: caikit answers NOT_FOUND ("not servable") instead of INTERNAL, and the
             # runtime goes on serving the other models.
-            raise ValueError(f"{model_path} is not a valid model: config.yml: {err}") from err
+            reason = without_server_paths(str(err), model_path)
+            raise ValueError(f"model {name!r} cannot be loaded: config.yml: {reason}") from err

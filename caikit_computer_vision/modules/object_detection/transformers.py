@@ -7,7 +7,7 @@ gives the ``...TransformersObjectDetectorTrainParameters`` message.
 """
 
 # Standard
-from typing import Dict, List, Union
+from typing import Dict, List, Optional, Tuple, Union
 import copy
 import math
 import os
@@ -45,6 +45,13 @@ from ...defaults import (
 )
 from ...images import ImageLimits, decode_image, fit_for_processor
 from ...labelled_images import LabelledImage, load_labelled_images
+from ...model_dir_check import (
+    FailedLoads,
+    check_model_dir,
+    directory_signature,
+    release_memory,
+    without_server_paths,
+)
 from ...torch_device import select_device
 from ...training import fine_tune
 
@@ -58,6 +65,8 @@ _PROCESSOR_SIDE_MULTIPLE = 16
 # This library's key for torch's intra-op threads (see runtime_config.yaml).
 _TORCH_THREADS_KEY = "torch_threads"
 _TRAIN_BATCH_SIZE_KEY = "train_batch_size"
+# Model directories that failed to load, with why, until their files change (see ``load``).
+_FAILED_LOADS = FailedLoads()
 
 # Per-file progress bars of tiny local loads and saves only clutter the runtime's log.
 hf_logging.disable_progress_bar()
@@ -128,35 +137,30 @@ class TransformersObjectDetector(ModuleBase):
 
     @classmethod
     def load(cls, model_path: Union[str, ModuleConfig]) -> "TransformersObjectDetector":
-        """Load a model written by ``save``."""
+        """Load a model written by ``save``, once its files pass ``check_model_dir``.
+
+        transformers builds the model that ``config.json`` describes before it reads the
+        weights, so a broken directory used to cost a whole model's memory per attempt (a
+        missing config.json: a default-size YOLOS) and caikit makes three attempts per request.
+        A directory that cannot be served raises ValueError (the runtime answers NOT_FOUND) with
+        the model's name and what is wrong, never a server path, and that answer is remembered
+        until something in the directory changes.
+        """
         config = ModuleConfig.load(model_path)
         model_dir = os.path.abspath(config.model_path)
-        hf_dir = os.path.normpath(os.path.join(model_dir, config.hf_artifact_path or ""))
-        # config.yml is data from disk: it must not point the loader outside the model dir.
-        error.value_check(
-            "<CCV50281949E>",
-            config.hf_artifact_path and hf_dir.startswith(model_dir + os.sep),
-            "{} has no valid hf_artifact_path inside the model directory",
-            model_dir,
-        )
-        try:
-            # transformers memory-maps safetensors weights by default, so a served model would
-            # keep reading its file: an operator who truncates or replaces it (cp, rsync, a new
-            # training copied in) makes the next page fault a SIGBUS that kills the runtime.
-            # disable_mmap reads the file into memory once (a 25 MB yolos-tiny-size model: about
-            # 45 ms more to load, the same RSS, held as private memory instead of page cache);
-            # use_safetensors refuses a .bin checkpoint, which torch.load would also map.
-            model = YolosForObjectDetection.from_pretrained(
-                hf_dir, local_files_only=True, disable_mmap=True, use_safetensors=True
-            )
-            processor = YolosImageProcessorPil.from_pretrained(hf_dir, local_files_only=True)
-        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
-            # Missing or corrupt weights/config: a ValueError says "this model is not usable"
-            # (the runtime answers NOT_FOUND) rather than "the server broke" (INTERNAL).
-            error(
-                "<CCV50281950E>",
-                ValueError(f"the model in {model_dir} cannot be loaded: {err}"),
-            )
+        signature = directory_signature(model_dir)
+        problem = _FAILED_LOADS.problem(model_dir, signature)
+        if problem is None:
+            problem = _hf_files_problem(model_dir, config.hf_artifact_path)
+        if problem is None:
+            model, processor, problem = _read_hf_model(model_dir, config.hf_artifact_path)
+        if problem is not None:
+            _FAILED_LOADS.remember(model_dir, signature, problem)
+            name = os.path.basename(model_dir)
+            # A ValueError says "this model is not usable" (the runtime answers NOT_FOUND)
+            # rather than "the server broke" (INTERNAL).
+            error("<CCV50281950E>", ValueError(f"model {name!r} cannot be loaded: {problem}"))
+        _FAILED_LOADS.forget(model_dir)
         return cls(model, processor)
 
     # -- inference ---------------------------------------------------------------------------
@@ -303,6 +307,44 @@ class TransformersObjectDetector(ModuleBase):
             max_aspect_ratio=base.max_aspect_ratio,
         )
         return cls(model, base.processor)
+
+
+def _hf_files_problem(model_dir: str, hf_artifact_path: Optional[str]) -> Optional[str]:
+    """Why the Hugging Face files that config.yml names cannot be loaded, or None."""
+    # config.yml is data from disk: it must not point the loader outside the model dir.
+    hf_dir = os.path.normpath(os.path.join(model_dir, hf_artifact_path or ""))
+    if not hf_artifact_path or not hf_dir.startswith(model_dir + os.sep):
+        return "config.yml has no valid hf_artifact_path inside the model directory"
+    return check_model_dir(model_dir, os.path.relpath(hf_dir, model_dir), YolosForObjectDetection)
+
+
+def _read_hf_model(
+    model_dir: str, hf_artifact_path: str
+) -> Tuple[Optional[YolosForObjectDetection], Optional[YolosImageProcessorPil], Optional[str]]:
+    """(model, processor, None) read from checked files, or (None, None, why not).
+
+    A failure here is one the checks did not foresee: its half-built model is released before
+    the answer goes back (the exception's traceback holds it), not kept for each retry.
+    """
+    hf_dir = os.path.join(model_dir, hf_artifact_path)
+    try:
+        # The processor first: it is small, and a broken one then costs no model.
+        processor = YolosImageProcessorPil.from_pretrained(hf_dir, local_files_only=True)
+        # transformers memory-maps safetensors weights by default, so a served model would
+        # keep reading its file: an operator who truncates or replaces it (cp, rsync, a new
+        # training copied in) makes the next page fault a SIGBUS that kills the runtime.
+        # disable_mmap reads the file into memory once (a 25 MB yolos-tiny-size model: about
+        # 45 ms more to load, the same RSS, held as private memory instead of page cache);
+        # use_safetensors refuses a .bin checkpoint, which torch.load would also map.
+        model = YolosForObjectDetection.from_pretrained(
+            hf_dir, local_files_only=True, disable_mmap=True, use_safetensors=True
+        )
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        problem = without_server_paths(str(err), model_dir)
+    else:
+        return model, processor, None
+    release_memory()
+    return None, None, problem
 
 
 def apply_torch_threads() -> None:
