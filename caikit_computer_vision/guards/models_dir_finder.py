@@ -27,11 +27,11 @@ class ModelsDirFinder(LocalModelFinder):
     and confines ModelMesh's loadModel paths to models/<id>; this finder is the second line.
 
     The runtime hands every model load to the finder, including the lazy loader's fallback that
-    uses a client's ``mm-model-id`` as a path (``/elsewhere/model``, ``../model``). A refusal
-    is a FileNotFoundError, which caikit answers with NOT_FOUND, as for any unknown model.
-    Symlinks are resolved first, so a link inside models/ cannot point the loader elsewhere, and
-    neither can a link inside the model directory (``hf_model``, the weights, ``config.yml``,
-    which caikit reads here): each must stay inside it.
+    uses a client's ``mm-model-id`` as a path (``/elsewhere/model``, ``../model``). A refused
+    path is a FileNotFoundError, a refused directory's content a ValueError: caikit answers
+    both with NOT_FOUND, as for any unknown model. Symlinks are resolved first, so a link inside
+    models/ cannot point the loader elsewhere, and neither can a link inside the model directory
+    (``hf_model``, the weights, ``config.yml``, which caikit reads here): each must stay inside.
     """
 
     name = "CCV_MODELS_DIR"
@@ -49,7 +49,9 @@ class ModelsDirFinder(LocalModelFinder):
         problem = links_problem(model_path)
         if problem:
             log.warning("<CCV20830742W>", "refused to load %s: %s", model_path, problem)
-            raise FileNotFoundError(f"model {name!r} cannot be loaded: {problem}")
+            # ValueError, not FileNotFoundError: caikit's ModelManager.load replaces the message
+            # of the latter with "does not contain a `config.yml` file".
+            raise ValueError(f"model {name!r} cannot be loaded: {problem}")
         try:
             return super().find_model(model_path, **kwargs)
         except FileNotFoundError:
