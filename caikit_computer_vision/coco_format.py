@@ -70,6 +70,8 @@ def read_coco_boxes(path: str) -> List[Tuple[str, LabelledBox, Tuple[float, floa
         dataset = json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CocoFileError(path, f"not valid UTF-8 JSON ({err})") from err
+    except RecursionError as err:
+        raise CocoFileError(path, "JSON nested too deeply (a COCO file is 3 levels deep)") from err
     _check_shape(path, dataset)
     coco = COCO()
     coco.dataset = dataset
@@ -185,9 +187,16 @@ def _check_shape(path: str, dataset: object) -> None:
                     raise CocoFileError(path, f"{key}[{index}] has no valid '{field}'")
     for index, annotation in enumerate(dataset["annotations"]):
         bbox = annotation["bbox"]
-        if len(bbox) != 4 or not all(
-            isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) for value in bbox
-        ):
+        if len(bbox) != 4 or not all(_is_finite_number(value) for value in bbox):
             raise CocoFileError(path, f"annotations[{index}].bbox must be 4 finite numbers "
                                 "[x, y, width, height]")
+
+
+def _is_finite_number(value: object) -> bool:
+    """A JSON number that is a finite float (a 400-digit integer is not: it overflows)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

@@ -36,10 +36,30 @@ IMAGES_DIR_NAME: str = "images"
 # decoded (images.py). 40 MP holds any phone photo.
 MAX_IMAGE_PIXELS: int = 40_000_000
 
+# Most scans a JPEG may hold: the default of caikit_computer_vision.max_image_scans. libjpeg
+# reads every scan of a progressive JPEG before it outputs a row, and each scan is a pass over
+# the whole image, so decoding time grows with them (a 36 MP grey JPEG: about 3 ms a scan here,
+# 14 ms on the machine). Encoders write 1 to 3 (baseline) or about 10 (progressive;
+# Photoshop 3 to 5), so 64 leaves room and costs at most a second or so more than a real photo.
+MAX_IMAGE_SCANS: int = 64
+
+# Most chunks (PNG, WebP), marker segments (JPEG), blocks (GIF), directory values (TIFF) or
+# frames (ICO) an image file may hold: the default of caikit_computer_vision.max_image_chunks.
+# Pillow reads these one at a time in Python (about 20 us each), so a file of millions of empty
+# chunks held a core for tens of seconds. A real file holds a few dozen; a 32 MB PNG written
+# by libpng (8 kB image-data chunks) about 4000.
+MAX_IMAGE_CHUNKS: int = 10_000
+
 # Image formats accepted by default (Pillow's names): the default of
 # caikit_computer_vision.image_formats. What cameras, browsers and scanners produce; each has a
 # pixel check before decoding in images.py (ICO can be switched on; nothing else can).
 DEFAULT_IMAGE_FORMATS: Tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+# Most boxes one image of a training set may carry: the default of
+# caikit_computer_vision.max_boxes_per_image. The training loss matches every box against every
+# detection token, so a step's cost grows with the boxes of its images (one image with 200,000
+# boxes ran one epoch for over 4 minutes and took +974 MB). COCO's busiest image has 93.
+MAX_BOXES_PER_IMAGE: int = 300
 
 # Images per optimisation step in train(), unless runtime_config.yaml sets
 # caikit_computer_vision.train_batch_size. The train signature is fixed by the example's proto

@@ -26,6 +26,7 @@ import alog
 
 # Local
 from .coco_format import is_coco_file, read_coco_boxes
+from .defaults import LIBRARY_CONFIG_KEY, MAX_BOXES_PER_IMAGE
 from .images import ImageLimits, decode_image
 from .label_format import EXPECTED_LINE_FORMAT, LabelFileError, LabelledBox, read_numbered_labels
 
@@ -66,7 +67,9 @@ class LabelledImage:
             )
 
 
-def load_labelled_images(img_dir_path: str, labels_file: str) -> List[LabelledImage]:
+def load_labelled_images(
+    img_dir_path: str, labels_file: str, max_boxes_per_image: int = MAX_BOXES_PER_IMAGE
+) -> List[LabelledImage]:
     """Read the label file, open every image it names and check the boxes fit their images.
 
     Images come back in the order the label file first names them. Each image is fully decoded
@@ -75,6 +78,9 @@ def load_labelled_images(img_dir_path: str, labels_file: str) -> List[LabelledIm
     the middle of training. For the small images this example trains on, decoding is cheap.
     Images in a format the runtime does not accept, or over its pixel limit, are refused
     before decoding (``images.ImageLimits``).
+
+    No image is opened before the whole label file has been read and every image's box count
+    checked against ``max_boxes_per_image``.
 
     Raises:
         ValueError: anything the caller must fix, with the file (and line) that says where.
@@ -100,6 +106,16 @@ def load_labelled_images(img_dir_path: str, labels_file: str) -> List[LabelledIm
     located_by_image: Dict[str, List[Tuple[str, LabelledBox]]] = {}
     for where, box in located_boxes:
         located_by_image.setdefault(box.image, []).append((where, box))
+    for name, located_image_boxes in located_by_image.items():
+        if len(located_image_boxes) > max_boxes_per_image:
+            error(
+                "<CCV36324038E>",
+                ValueError(
+                    f"{located_image_boxes[0][0]}: image '{name}' has "
+                    f"{len(located_image_boxes)} boxes, more than the limit of "
+                    f"{max_boxes_per_image} ({LIBRARY_CONFIG_KEY}.max_boxes_per_image)"
+                ),
+            )
     images = []
     for name, located_image_boxes in located_by_image.items():
         image_path = img_dir / name

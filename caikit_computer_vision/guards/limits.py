@@ -22,6 +22,16 @@ error = error_handler.get(log)
 
 
 
+# Limits where 0 would refuse every client rather than mean "the default".
+_NONZERO = (
+    "max_http_connections",
+    "http_header_timeout_s",
+    "http_body_timeout_s",
+    "max_metrics_connections",
+    "metrics_connection_timeout_s",
+)
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -36,9 +46,22 @@ class Limits:
     allow_model_deployment: bool = False
     max_model_id_length: int = MAX_MODEL_ID_LENGTH
     max_http_body_bytes: int = 32 * 1024 * 1024
+    # HTTP connections and what a client may hold with them (guards/http_connections.py,
+    # guards/http_door.py, guards/metrics_server.py; runtime_config.yaml says why each default).
+    max_http_connections: int = 256
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+    # 0: as many as max_concurrent_model_calls.
+    max_concurrent_http_bodies: int = 0
+    max_metrics_connections: int = 4
+    metrics_connection_timeout_s: float = 10.0
     # 0: the number of cores this process may run on.
     max_concurrent_model_calls: int = 0
     max_open_streams: int = 8
+    # gRPC calls that hold a server thread while they wait for their request message, and how
+    # long each may wait (guards/grpc_door.py).
+    max_calls_awaiting_request: int = 8
+    request_message_timeout_s: int = 10
     max_num_epochs: int = 100_000
     max_concurrent_trainings: int = 2
 
@@ -46,6 +69,11 @@ class Limits:
     def model_calls(self) -> int:
         """How many predictions (and train submissions) run at once."""
         return self.max_concurrent_model_calls or _cores()
+
+    @property
+    def http_bodies(self) -> int:
+        """How many HTTP request bodies may be read, parsed and held at once."""
+        return self.max_concurrent_http_bodies or self.model_calls
 
     @classmethod
     def from_config(cls) -> "Limits":
@@ -55,6 +83,8 @@ class Limits:
         for name, default in cls.__dataclass_fields__.items():
             value = section.get(name, default.default)
             kind = type(default.default)
+            if kind is float and type(value) is int:  # YAML and the environment write 10, not 10.0
+                value = float(value)
             error.value_check(
                 "<CCV17730401E>",
                 isinstance(value, kind) and (kind is bool or value >= 0),
@@ -72,4 +102,12 @@ class Limits:
             LIBRARY_CONFIG_KEY,
             FILE_NAME_MAX,
         )
+        for name in _NONZERO:
+            error.value_check(
+                "<CCV17730403E>",
+                values[name] > 0,
+                "{}.{} must be more than 0 (it bounds what a client may hold)",
+                LIBRARY_CONFIG_KEY,
+                name,
+            )
         return cls(**values)

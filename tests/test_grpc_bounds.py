@@ -1,0 +1,180 @@
+"""What a gRPC client can hold: threads while it sends nothing, and a log line per bad message.
+
+One runtime for the module, with a short request-message timeout so that the reaper is seen at
+work. The hostile calls are the ones the availability probe made: a unary predict called as if
+it were client-streaming, whose message never comes, on one connection and on many.
+"""
+
+# Standard
+from typing import Iterator, List
+import threading
+import time
+
+# Third Party
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+import grpc
+import pytest
+
+# Local
+from example_tools.runtime_harness import PREDICT_METHOD, predict_callable, start_example_runtime
+from example_tools.synthetic_data import render_example
+
+IMAGE, _ = render_example("cat")
+TIMEOUT_S = 3
+LIMITS_ENV = {"CAIKIT_COMPUTER_VISION_REQUEST_MESSAGE_TIMEOUT_S": str(TIMEOUT_S)}
+# How long a good call may take while the runtime is under attack (the issue's goal).
+GOOD_CALL_S = 1.0
+# The launcher's pool: runtime_config.yaml's server_thread_pool_size.
+POOL_THREADS = 48
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory, saved_model_dir):
+    runtime = start_example_runtime(
+        tmp_path_factory.mktemp("grpc_bounds"), saved_model_dir, extra_env=LIMITS_ENV
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+            predict_callable(channel)(IMAGE)  # the model is loaded before any test measures
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+def _own_channel(runtime) -> grpc.Channel:
+    """A channel on a connection of its own (grpc shares one between equal channels)."""
+    return grpc.insecure_channel(
+        f"127.0.0.1:{runtime.ports['grpc']}", options=[("grpc.use_local_subchannel_pool", 1)]
+    )
+
+
+class HalfOpenCalls:
+    """Predict calls that open and then send nothing, each on ``per_connection`` per channel."""
+
+    def __init__(self, runtime, connections: int, per_connection: int, method: str = PREDICT_METHOD):
+        self._release = threading.Event()
+        self.channels = [_own_channel(runtime) for _ in range(connections)]
+        self.calls = []
+        for channel in self.channels:
+            call = channel.stream_unary(
+                method, request_serializer=lambda m: m, response_deserializer=lambda b: b
+            )
+            self.calls += [
+                call.future(self._nothing(), metadata=[("mm-model-id", "my_model")])
+                for _ in range(per_connection)
+            ]
+
+    def _nothing(self) -> Iterator[bytes]:
+        self._release.wait(60)
+        return
+        yield b""  # pylint: disable=unreachable
+
+    def close(self) -> None:
+        self._release.set()
+        for call in self.calls:
+            call.cancel()
+        for channel in self.channels:
+            channel.close()
+
+
+def _good_calls_answer(runtime) -> List[float]:
+    """Seconds taken by a predict and a health check on a fresh connection (they must pass)."""
+    with _own_channel(runtime) as channel:
+        started = time.monotonic()
+        result = predict_callable(channel)(IMAGE, timeout=10)
+        predict_s = time.monotonic() - started
+        started = time.monotonic()
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        health_s = time.monotonic() - started
+    assert result.producer_id.name
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    return [predict_s, health_s]
+
+
+def _wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_calls_that_never_send_on_one_connection_leave_threads_for_good_calls(runtime):
+    attack = HalfOpenCalls(runtime, connections=1, per_connection=POOL_THREADS)
+    try:
+        time.sleep(0.5)  # let the server take every call it will take
+        assert max(_good_calls_answer(runtime)) < GOOD_CALL_S
+    finally:
+        attack.close()
+
+
+def test_calls_that_never_send_on_many_connections_leave_threads_for_good_calls(runtime):
+    attack = HalfOpenCalls(runtime, connections=POOL_THREADS, per_connection=1)
+    try:
+        time.sleep(0.5)
+        assert max(_good_calls_answer(runtime)) < GOOD_CALL_S
+        # The door made room by cancelling the calls that waited longest.
+        assert _wait_until(lambda: sum(call.done() for call in attack.calls) >= POOL_THREADS // 2, 5)
+        ended = [call.code() for call in attack.calls if call.done()]
+        assert set(ended) == {grpc.StatusCode.CANCELLED}
+    finally:
+        attack.close()
+
+
+def test_a_call_that_never_sends_is_cancelled_after_the_timeout(runtime):
+    attack = HalfOpenCalls(runtime, connections=1, per_connection=1)
+    try:
+        started = time.monotonic()
+        assert _wait_until(attack.calls[0].done, TIMEOUT_S + 5)
+        assert TIMEOUT_S - 0.5 <= time.monotonic() - started <= TIMEOUT_S + 5
+        assert attack.calls[0].code() == grpc.StatusCode.CANCELLED
+    finally:
+        attack.close()
+    assert _wait_until(
+        lambda: f"no request message within {TIMEOUT_S} s" in runtime.log(), 5
+    ), runtime.log()[-2000:]
+
+
+def test_a_refused_call_is_answered_without_waiting_for_its_message(runtime):
+    """DeployModel is off: the refusal comes at once, not after a message that never comes."""
+    attack = HalfOpenCalls(
+        runtime, connections=1, per_connection=1,
+        method="/caikit.runtime.models.ModelManagement/DeployModel",
+    )
+    try:
+        assert _wait_until(attack.calls[0].done, TIMEOUT_S / 2)
+        assert attack.calls[0].code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        attack.close()
+
+
+def test_a_malformed_request_message_is_invalid_argument_in_one_log_line(runtime):
+    before = runtime.log()
+    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+        raw = channel.unary_unary(
+            PREDICT_METHOD, request_serializer=lambda m: m, response_deserializer=lambda b: b
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            # Field 1 (inputs) announced as 100 bytes long, followed by 3.
+            raw(b"\x0a\x64abc", metadata=[("mm-model-id", "my_model")], timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid ObjectDetectionTaskRequest message" in refused.value.details()
+    new_lines = runtime.log()[len(before):]
+    assert "Traceback" not in new_lines
+    assert [line for line in new_lines.splitlines() if "not a valid" in line] == [
+        line for line in new_lines.splitlines() if line.strip()
+    ]
+
+
+def test_a_malformed_health_check_is_invalid_argument(runtime):
+    """Every unary method goes through the door's reading, caikit's and grpc's own included."""
+    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+        status = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=lambda m: m,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            status(b"\xff\xff\xff", timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
