@@ -14,6 +14,16 @@ formats ``Image.open`` reads only headers, so its ``size`` is that check. Two ca
 * Multi-frame files (animated GIF / PNG / WebP, multi-page TIFF): only the first frame is ever
   decoded. Its extent is part of ``size`` once opened (GIF grows its canvas to cover it; APNG and
   WebP frames must lie inside their canvas), and later frames are never read.
+
+Pixels are not the only cost: a file inside the pixel limit can still hold a core for tens of
+seconds or take a gigabyte. So, also before decoding, the file's structure is walked (cheaply,
+never more than the limits' worth of steps) and refused when it holds more than
+``caikit_computer_vision.max_image_scans`` JPEG scans (libjpeg passes over the whole image once
+a scan), more than ``max_image_chunks`` chunks, segments or blocks (Pillow reads each in Python),
+or a BMP compressed with RLE (decoded in Python, a step a run). After decoding, 16-bit and float
+images are scaled to 8 bits a band of rows at a time, and ``fit_for_processor`` shrinks an
+over-elongated image before it converts it to RGB, so that no full-size copy is made that the
+model does not need.
 """
 
 # Standard
@@ -21,7 +31,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Tuple, Union
 import io
+import math
 import pathlib
+import re
 import struct
 
 # Third Party
@@ -34,7 +46,13 @@ from caikit.core.exceptions import error_handler
 import alog
 
 # Local
-from .defaults import DEFAULT_IMAGE_FORMATS, LIBRARY_CONFIG_KEY, MAX_IMAGE_PIXELS
+from .defaults import (
+    DEFAULT_IMAGE_FORMATS,
+    LIBRARY_CONFIG_KEY,
+    MAX_IMAGE_CHUNKS,
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SCANS,
+)
 
 log = alog.use_channel("CCVIMAGE")
 error = error_handler.get(log)
@@ -44,6 +62,8 @@ ImageSource = Union[Image.Image, pathlib.Path, str, np.ndarray, bytes]
 # This library's image keys in its section of the caikit config (runtime_config.yaml).
 _FORMATS_KEY = "image_formats"
 _MAX_PIXELS_KEY = "max_image_pixels"
+_MAX_SCANS_KEY = "max_image_scans"
+_MAX_CHUNKS_KEY = "max_image_chunks"
 
 # The formats whose pixel count this module knows how to check before decoding (see above).
 # Pillow opens MPO (multi-picture JPEG) through its JPEG opener and APNG as PNG: both are
@@ -53,10 +73,12 @@ CHECKED_FORMATS: Tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF",
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """Which images are decoded at all: their formats and their largest pixel count."""
+    """Which images are decoded at all: their formats, largest pixel count and structure."""
 
     formats: Tuple[str, ...] = DEFAULT_IMAGE_FORMATS
     max_pixels: int = MAX_IMAGE_PIXELS
+    max_scans: int = MAX_IMAGE_SCANS
+    max_chunks: int = MAX_IMAGE_CHUNKS
 
     @classmethod
     def from_config(cls) -> "ImageLimits":
@@ -76,16 +98,28 @@ class ImageLimits:
             ", ".join(CHECKED_FORMATS),
             formats,
         )
-        max_pixels = section.get(_MAX_PIXELS_KEY, MAX_IMAGE_PIXELS)
-        error.value_check(
-            "<CCV20957715E>",
-            isinstance(max_pixels, int) and not isinstance(max_pixels, bool) and max_pixels >= 1,
-            "{}.{} must be a whole number of pixels >= 1, not {!r}",
-            LIBRARY_CONFIG_KEY,
-            _MAX_PIXELS_KEY,
-            max_pixels,
+        counts = {}
+        for key, default in (
+            (_MAX_PIXELS_KEY, MAX_IMAGE_PIXELS),
+            (_MAX_SCANS_KEY, MAX_IMAGE_SCANS),
+            (_MAX_CHUNKS_KEY, MAX_IMAGE_CHUNKS),
+        ):
+            value = section.get(key, default)
+            error.value_check(
+                "<CCV20957715E>",
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                "{}.{} must be a whole number >= 1, not {!r}",
+                LIBRARY_CONFIG_KEY,
+                key,
+                value,
+            )
+            counts[key] = value
+        return cls(
+            tuple(dict.fromkeys(name.upper() for name in formats)),
+            max_pixels=counts[_MAX_PIXELS_KEY],
+            max_scans=counts[_MAX_SCANS_KEY],
+            max_chunks=counts[_MAX_CHUNKS_KEY],
         )
-        return cls(tuple(dict.fromkeys(name.upper() for name in formats)), max_pixels)
 
     @property
     def what_to_send(self) -> str:
@@ -102,8 +136,18 @@ def decode_image(source: ImageSource, limits: Optional[ImageLimits] = None) -> I
     matters: caikit's runtime answers it with INVALID_ARGUMENT and our message, where any other
     exception would become INTERNAL.
     """
+    return to_rgb(load_image(source, limits))
+
+
+def load_image(source: ImageSource, limits: Optional[ImageLimits] = None) -> Image.Image:
+    """Decode ``source`` as ``decode_image`` does, but leave it in the mode it was stored in.
+
+    For ``fit_for_processor``, which shrinks an over-elongated image before converting it: an
+    image one pixel wide costs Pillow 8 bytes a row beside its pixels, so a full-size RGB copy
+    of 1 x 40 million pixels would add 460 MB that the model never sees.
+    """
     if isinstance(source, Image.Image):
-        return to_rgb(source)
+        return source
     if isinstance(source, np.ndarray):
         error.value_check(
             "<CCV61018264E>",
@@ -112,25 +156,26 @@ def decode_image(source: ImageSource, limits: Optional[ImageLimits] = None) -> I
             source.dtype,
             source.shape,
         )
-        return to_rgb(Image.fromarray(source))
+        return Image.fromarray(source)
     if isinstance(source, (str, pathlib.Path)):
         # Only reachable in-process: the task's wire type is bytes, so a client cannot send a path.
         path = pathlib.Path(source)
         error.value_check("<CCV47312008E>", path.is_file(), "no image file at {}", path)
-        return decode_image(path.read_bytes(), limits)
+        return load_image(path.read_bytes(), limits)
     error.type_check("<CCV93051127E>", bytes, inputs=source)
     limits = limits or ImageLimits.from_config()
     image = open_image(source, limits)
     with _pillow_errors_as_value_errors(source, limits):
         image.load()
-    return to_rgb(image)
+    return image
 
 
 def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     """Open ``data`` without decoding pixels, once its format and pixel count are accepted.
 
     Raises ``ValueError`` (with what to send instead) for empty or unknown bytes, a format not
-    in ``limits.formats`` and a frame over ``limits.max_pixels``; nothing has been decoded then.
+    in ``limits.formats``, a frame over ``limits.max_pixels`` and a structure over
+    ``limits.max_scans`` / ``limits.max_chunks`` or a slow codec; nothing has been decoded then.
     """
     if not data:
         _refuse("<CCV20957713E>", f"inputs is empty: {limits.what_to_send}")
@@ -141,10 +186,12 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
             f"inputs is an image in {candidates[0]} format, which this runtime does not "
             f"accept: {limits.what_to_send}",
         )
-    if "ICO" in candidates and "ICO" in limits.formats:
-        # Before Image.open, which decodes the icon's largest frame.
-        for width, height in _icon_frame_sizes(data):
-            _check_pixels(width, height, limits, "the icon holds a frame of")
+    for name in candidates:
+        if name in limits.formats and name in _WORK_CHECKS:
+            # Before Image.open, which already walks a PNG's chunks up to the image data, a
+            # JPEG's segments up to the first scan, a GIF's blocks up to the first frame and
+            # all of an icon.
+            _WORK_CHECKS[name](data, limits)
     with _pillow_errors_as_value_errors(data, limits):
         image = Image.open(io.BytesIO(data), formats=list(limits.formats))
     _check_pixels(*image.size, limits)
@@ -196,8 +243,9 @@ _ICON_DIRECTORY = struct.Struct("<HHH")  # reserved, type (1: icon), number of f
 _ICON_ENTRY = struct.Struct("<BBBBHHII")  # ..., size of the frame's data, offset of the frame
 
 
-def _icon_frame_sizes(data: bytes) -> Iterator[Tuple[int, int]]:
-    """(width, height) that each frame of an ICO file declares in its own PNG or BMP header.
+def _icon_frames(data: bytes) -> Iterator[Tuple[int, int, int]]:
+    """(width, height, offset) of each frame of an ICO file, the size from its own PNG or BMP
+    header (Pillow reads a frame from its offset to the end of the file, whatever its entry says).
 
     Raises ``ValueError`` when a frame's header cannot be read: Pillow would still try it.
     """
@@ -232,7 +280,216 @@ def _icon_frame_sizes(data: bytes) -> Iterator[Tuple[int, int]]:
                 f"inputs is an ICO file whose frame {index + 1} has no readable PNG or BMP "
                 "header: send a whole image",
             )
-        yield size
+        yield (*size, offset)
+
+
+# -- work before decoding: the structure of the file, walked without decoding ------------------
+#
+# Each walk only counts: whatever it cannot parse it leaves to Pillow, which refuses a broken
+# file with its own message. It stops as soon as a limit is passed, so it costs at most the
+# limits' worth of steps (and, for JPEG, one regular-expression scan of the bytes, in C).
+
+
+def _refuse_structure(what: str, units: str, limit: int, key: str, instead: str) -> None:
+    """"inputs is ``what`` more than ``limit`` ``units``, the limit (``key``): ``instead``"."""
+    _refuse(
+        "<CCV33018455E>",
+        f"inputs is {what} more than {limit} {units}, the limit ({LIBRARY_CONFIG_KEY}.{key}): "
+        f"{instead}",
+    )
+
+
+def _refuse_chunks(what: str, units: str, limits: ImageLimits) -> None:
+    _refuse_structure(
+        what,
+        units,
+        limits.max_chunks,
+        _MAX_CHUNKS_KEY,
+        "send the image saved again by an ordinary encoder, without the extra data",
+    )
+
+
+# The next marker after entropy-coded data or junk: 0xFF followed by neither 0x00 (a stuffed
+# 0xFF), a restart marker (D0..D7, inside a scan) nor another 0xFF (fill).
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_JPEG_START_OF_SCAN, _JPEG_END_OF_IMAGE = 0xDA, 0xD9
+_JPEG_WITHOUT_LENGTH = frozenset((0x01, 0xD8))  # TEM, SOI (RSTn never match above)
+
+
+def _check_jpeg_work(data: bytes, limits: ImageLimits) -> None:
+    """Count the first image's scans, and its marker segments, up to its end (EOI).
+
+    Before the first scan, Pillow's own parser steps over any byte that is not a marker one at a
+    time, in Python: those bytes count as segments too.
+    """
+    position, segments, scans = 2, 0, 0  # after SOI
+    while segments <= limits.max_chunks:
+        found = _JPEG_MARKER.search(data, position)
+        if found is None:
+            return
+        if scans == 0:
+            segments += found.start() - position
+        marker = data[found.start() + 1]
+        if marker == _JPEG_END_OF_IMAGE:
+            return
+        segments += 1
+        position = found.end()
+        if marker in _JPEG_WITHOUT_LENGTH:
+            continue
+        if marker == _JPEG_START_OF_SCAN:
+            scans += 1
+            if scans > limits.max_scans:
+                _refuse_structure(
+                    "a JPEG of",
+                    "scans (each a pass over the whole image)",
+                    limits.max_scans,
+                    _MAX_SCANS_KEY,
+                    "send it as a baseline JPEG or a progressive one of ordinary scans",
+                )
+        # The segment's length counts its own two bytes; a scan's data follows its header.
+        position += int.from_bytes(data[position : position + 2], "big")
+    _refuse_chunks("a JPEG file of", "marker segments or stray bytes", limits)
+
+
+def _check_png_work(
+    data: bytes, limits: ImageLimits, what: str = "a PNG file", start: int = 0
+) -> None:
+    """Count chunks up to IEND, or up to the second frame of an APNG (never read).
+
+    ``start``: where the PNG begins in ``data`` (an icon's frame), so that no copy is made.
+    """
+    position = start + len(PngImagePlugin._MAGIC)
+    chunks, animated, image_data_seen = 0, False, False
+    while position + 8 <= len(data):
+        chunks += 1
+        if chunks > limits.max_chunks:
+            _refuse_chunks(f"{what} of", "chunks", limits)
+        length, tag = struct.unpack_from(">I4s", data, position)
+        if tag == b"IEND" or (tag == b"fcTL" and animated and image_data_seen):
+            return
+        animated = animated or tag == b"acTL"
+        image_data_seen = image_data_seen or tag == b"IDAT"
+        position += 12 + length  # length, type, data, CRC
+
+
+def _check_webp_work(data: bytes, limits: ImageLimits) -> None:
+    """Count the RIFF chunks of a WebP file (libwebp keeps a record of each)."""
+    position, chunks = 12, 0  # after "RIFF", the size and "WEBP"
+    while position + 8 <= len(data):
+        chunks += 1
+        if chunks > limits.max_chunks:
+            _refuse_chunks("a WebP file of", "chunks", limits)
+        size = struct.unpack_from("<I", data, position + 4)[0]
+        position += 8 + size + (size & 1)  # chunks are padded to an even size
+
+
+def _check_gif_work(data: bytes, limits: ImageLimits) -> None:
+    """Count the blocks Pillow reads in Python before the first frame's pixels.
+
+    Pillow joins the sub-blocks of a comment by copying the comment so far, so the k-th
+    sub-block of a comment counts k: a comment costs the square of its length.
+    """
+    flags = data[10] if len(data) > 10 else 0
+    position = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global palette
+    steps = 0
+    while position < len(data):
+        introducer = data[position]
+        if introducer in (0x2C, 0x3B):  # the first frame (decoded in C), or the trailer
+            return
+        steps += 1
+        position += 1
+        if introducer == 0x21 and position < len(data):  # an extension: label, sub-blocks
+            comment = data[position] == 0xFE
+            position += 1
+            sub_blocks = 0
+            while position < len(data) and data[position] and steps <= limits.max_chunks:
+                sub_blocks += 1
+                steps += sub_blocks if comment else 1
+                position += data[position] + 1
+            position += 1
+        if steps > limits.max_chunks:
+            _refuse_chunks("a GIF file of", "blocks", limits)
+
+
+_TIFF_BYTE_TYPES = frozenset((1, 2, 6, 7))  # BYTE, ASCII, SBYTE, UNDEFINED: read as bytes
+
+
+def _check_tiff_work(data: bytes, limits: ImageLimits) -> None:
+    """Count the entries of the first directory and the numbers in them.
+
+    Pillow reads each number of a directory into a Python int and each strip of an uncompressed
+    image as a tile of its own, so a directory of millions of strip offsets costs both time and
+    memory; byte strings (ICC profiles, XMP) are read whole and do not count.
+    """
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        if struct.unpack_from(order + "H", data, 2)[0] == 43:  # BigTIFF: 64-bit offsets
+            offset = struct.unpack_from(order + "Q", data, 8)[0]
+            count, header, entry = struct.unpack_from(order + "Q", data, offset)[0], 8, "HHQ8x"
+        else:
+            offset = struct.unpack_from(order + "I", data, 4)[0]
+            count, header, entry = struct.unpack_from(order + "H", data, offset)[0], 2, "HHI4x"
+    except struct.error:
+        return
+    entry_size = struct.calcsize(order + entry)
+    steps = 0
+    for index in range(count):
+        try:
+            _, kind, values = struct.unpack_from(
+                order + entry, data, offset + header + index * entry_size
+            )
+        except struct.error:
+            return
+        steps += 1 if kind in _TIFF_BYTE_TYPES else 1 + values
+        if steps > limits.max_chunks:
+            _refuse_chunks("a TIFF file whose first directory holds", "entries and numbers", limits)
+
+
+_BMP_RLE = {1: "RLE8", 2: "RLE4"}
+
+
+def _check_bmp_codec(header: bytes, what: str = "a BMP") -> None:
+    """Refuse RLE compression, which Pillow decodes in Python (``header``: the DIB header).
+
+    A 32 MB BMP in runs of one pixel held a core for 35 s on the issue's machine.
+    """
+    if len(header) >= 20 and struct.unpack_from("<I", header)[0] > 12:  # not OS/2 1.x
+        compression = struct.unpack_from("<I", header, 16)[0]
+        if compression in _BMP_RLE:
+            _refuse(
+                "<CCV33018456E>",
+                f"inputs is {what} compressed with {_BMP_RLE[compression]}, which is decoded a run "
+                "at a time in Python and too slow to serve: send it as PNG or as an "
+                "uncompressed BMP",
+            )
+
+
+def _check_bmp_work(data: bytes, limits: ImageLimits) -> None:
+    _check_bmp_codec(data[14:34])  # after the 14-byte file header
+
+
+def _check_icon_work(data: bytes, limits: ImageLimits) -> None:
+    """Every frame of an icon: Pillow decodes the largest inside ``Image.open`` itself."""
+    header = data[: _ICON_DIRECTORY.size]
+    if len(header) == _ICON_DIRECTORY.size and _ICON_DIRECTORY.unpack(header)[2] > limits.max_chunks:
+        _refuse_chunks("an ICO file of", "frames", limits)
+    for width, height, offset in _icon_frames(data):
+        _check_pixels(width, height, limits, "the icon holds a frame of")
+        if data.startswith(PngImagePlugin._MAGIC, offset):
+            _check_png_work(data, limits, "an ICO file holding a PNG", start=offset)
+        else:
+            _check_bmp_codec(data[offset : offset + 20], "an ICO file holding a BMP")
+
+
+_WORK_CHECKS = {
+    "JPEG": _check_jpeg_work,
+    "PNG": _check_png_work,
+    "WEBP": _check_webp_work,
+    "GIF": _check_gif_work,
+    "TIFF": _check_tiff_work,
+    "BMP": _check_bmp_work,
+    "ICO": _check_icon_work,
+}
 
 
 @contextmanager
@@ -259,20 +516,55 @@ def _pillow_errors_as_value_errors(source: bytes, limits: ImageLimits) -> Iterat
         )
 
 
+# Pillow modes of more than 8 bits a sample: integers of 16 or 32 bits, and 32-bit floats.
+_WIDE_MODES = frozenset(("I", "I;16", "I;16B", "I;16L", "I;16N", "F"))
+# Pixels of a wide image scaled at a time: float64 temporaries of a few MB, whatever the image.
+_SCALING_TILE_PIXELS = 1 << 18
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; alpha is dropped, 16-bit and float are rescaled."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # Pillow's own conversion clips these to 0..255; rescale by the real range instead.
-        pixels = np.asarray(image, dtype=np.float64)
-        low, high = float(pixels.min()), float(pixels.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        gray = ((pixels - low) * scale).round().astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
+    if image.mode in _WIDE_MODES:
+        image = to_8_bit_gray(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
+
+
+def to_8_bit_gray(image: Image.Image) -> Image.Image:
+    """Scale a 16-bit, 32-bit or float image to mode L by its real range (Pillow's own
+    conversion clips to 0..255), a tile at a time.
+
+    The whole image as float64 would cost 8 bytes a pixel, several times over: about 1 GB for a
+    78 kB 16-bit PNG of 40 MP. Tiles keep the temporaries to a few MB; the result (a byte a
+    pixel) is the only full-size copy. NaN becomes black, infinities the ends of the range.
+    """
+    tiles = list(_tiles(*image.size))
+    low, high = math.inf, -math.inf
+    for box in tiles:
+        pixels = np.asarray(image.crop(box), dtype=np.float64)
+        finite = pixels[np.isfinite(pixels)]
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    scale = 255.0 / (high - low) if high > low else 0.0
+    low = low if math.isfinite(low) else 0.0
+    gray = Image.new("L", image.size)
+    for box in tiles:
+        pixels = (np.asarray(image.crop(box), dtype=np.float64) - low) * scale
+        pixels = np.nan_to_num(pixels, nan=0.0, posinf=255.0, neginf=0.0).clip(0.0, 255.0)
+        gray.paste(Image.fromarray(pixels.round().astype(np.uint8), mode="L"), box[:2])
+    return gray
+
+
+def _tiles(width: int, height: int) -> Iterator[Tuple[int, int, int, int]]:
+    """Boxes of at most ``_SCALING_TILE_PIXELS`` covering the image, whatever its shape."""
+    tile_width = min(width, _SCALING_TILE_PIXELS)
+    tile_height = max(1, _SCALING_TILE_PIXELS // tile_width)
+    for top in range(0, height, tile_height):
+        for left in range(0, width, tile_width):
+            yield left, top, min(left + tile_width, width), min(top + tile_height, height)
 
 
 def pad_to_aspect_ratio(
@@ -312,6 +604,11 @@ def pad_to_aspect_ratio(
     return canvas
 
 
+# Pillow: with a gap of 3 or more, reducing first is "indistinguishable from fair resampling in
+# most cases".
+_REDUCING_GAP = 3.0
+
+
 @dataclass(frozen=True)
 class FittedImage:
     """An image made safe for the YOLOS processor, and how to map its pixels back."""
@@ -325,24 +622,36 @@ class FittedImage:
 def fit_for_processor(
     image: Image.Image, longest_edge: int, max_aspect_ratio: float
 ) -> FittedImage:
-    """Shrink an over-elongated image to ``longest_edge`` first, then pad it (see above).
+    """Shrink an over-elongated image to ``longest_edge`` first, then pad it (see above); the
+    result is RGB, whatever mode ``image`` has (``load_image`` leaves it as decoded).
 
-    An image within ``max_aspect_ratio`` is returned as it is, so ordinary inputs go to the
+    An image within ``max_aspect_ratio`` is only converted to RGB, so ordinary inputs go to the
     processor untouched. A very elongated one would otherwise be padded at full size, a canvas
     that grows with the square of its long side (1x1000000 pixels needs 250000x1000000);
     shrunk first, the canvas is at most ``longest_edge`` on its long side, which is all the
-    processor keeps anyway.
+    processor keeps anyway. It is shrunk before it is converted: Pillow keeps a pointer a row,
+    so a full-size RGB copy of 1 x 40 million pixels costs 460 MB.
     """
     width, height = image.size
     if max(width, height) <= max_aspect_ratio * min(width, height):
-        return FittedImage(image, 1.0, 1.0)
+        return FittedImage(to_rgb(image), 1.0, 1.0)
     scale = min(1.0, longest_edge / max(width, height))
     if scale < 1.0:
+        if image.mode.startswith("I;16"):
+            image = to_8_bit_gray(image)  # Pillow resizes these only by nearest pixel
+        elif image.mode in ("LA", "RGBA", "PA"):
+            # Pillow would resize these through a full-size premultiplied copy; alpha goes anyway.
+            image = to_rgb(image)
+        # reducing_gap: a box reduction by a whole factor first. A plain bilinear resize weighs
+        # every source row of each output row, a table of (output rows x source rows / output
+        # rows x 2) doubles: 640 MB for 40 million rows down to 800.
         image = image.resize(
-            (max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR
+            (max(1, round(width * scale)), max(1, round(height * scale))),
+            Image.BILINEAR,
+            reducing_gap=_REDUCING_GAP,
         )
     return FittedImage(
-        pad_to_aspect_ratio(image, max_aspect_ratio),
+        pad_to_aspect_ratio(to_rgb(image), max_aspect_ratio),
         scale_x=width / image.width,
         scale_y=height / image.height,
     )
