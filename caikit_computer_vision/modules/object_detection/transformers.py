@@ -43,7 +43,7 @@ from ...defaults import (
     DEFAULT_TRAIN_BATCH_SIZE,
     LIBRARY_CONFIG_KEY,
 )
-from ...images import ImageLimits, decode_image, fit_for_processor
+from ...images import ImageLimits, fit_for_processor, load_image
 from ...labelled_images import LabelledImage, load_labelled_images
 from ...model_dir_check import (
     FailedLoads,
@@ -177,7 +177,7 @@ class TransformersObjectDetector(ModuleBase):
         may also pass a PIL image, a uint8 array or a file path.
         """
         _check_threshold(threshold)
-        image = decode_image(inputs, self.image_limits)
+        image = load_image(inputs, self.image_limits)  # fit_for_processor converts it
         width, height = image.size
         fitted = fit_for_processor(image, self.longest_edge, self.max_aspect_ratio)
 
