@@ -87,9 +87,49 @@ class GuardedModelTrainer(LocalModelTrainer):
         model_name: Optional[str] = None,
         **kwargs,
     ):
-        runtime = get_config().runtime
+        """Check the request, cheapest checks first, then submit it to caikit's trainer.
+
+        The name, the limits and the paths are looked at before the module reads a single
+        image (``validate_train_arguments`` reads and decodes the whole training set): a
+        request that would be refused anyway costs no more than a ``stat``.
+        """
         limits = Limits.from_config()
-        output_dir = runtime.training.output_dir
+        output_dir = get_config().runtime.training.output_dir
+        self._check_request(limits, output_dir, model_name, save_path, save_with_id, kwargs)
+        with self._submit_lock:
+            self._check_capacity(limits, output_dir, model_name)
+        self._validate_arguments(module_class, args, kwargs)
+        with self._submit_lock:
+            # Checked again: another request may have taken the name or a slot meanwhile.
+            self._check_capacity(limits, output_dir, model_name)
+            future = super().train(
+                module_class,
+                *args,
+                # The full path, because caikit appends model_name to save_path only when it
+                # is not already a substring of it: "model" would be saved over models/ itself.
+                save_path=os.path.join(output_dir, model_name),
+                save_with_id=save_with_id,
+                external_training_id=external_training_id
+                or routable_training_id(self._instance_name),
+                model_name=model_name,
+                **kwargs,
+            )
+            self._latest_by_name[model_name] = future
+        threading.Thread(
+            target=_release_memory_after, args=(future,), name="ccv-train-cleanup", daemon=True
+        ).start()
+        return future
+
+    def _check_request(
+        self,
+        limits: Limits,
+        output_dir: str,
+        model_name: Optional[str],
+        save_path: Optional[str],
+        save_with_id: bool,
+        kwargs: Dict[str, Any],
+    ) -> None:
+        """What the request says, read without touching the training set."""
         self._check(
             "<CCV61930216E>",
             model_id_problem(model_name, limits.max_model_id_length),
@@ -116,7 +156,7 @@ class GuardedModelTrainer(LocalModelTrainer):
         if isinstance(kwargs.get("model_path"), str):
             self._check(
                 "<CCV61930218E>",
-                model_dir_problem(kwargs["model_path"], runtime.local_models_dir),
+                model_dir_problem(kwargs["model_path"], get_config().runtime.local_models_dir),
                 "model_path",
             )
         train_data = kwargs.get("train_data")
@@ -131,47 +171,32 @@ class GuardedModelTrainer(LocalModelTrainer):
                     f"{self._training_data_dir}",
                     f"train_data.{field}",
                 )
-        validate = getattr(module_class, "validate_train_arguments", None)
-        if validate is not None:
-            try:
-                validate(*args, **kwargs)
-            except (TypeError, ValueError) as err:
-                raise _invalid_argument(str(err)) from err
 
-        with self._submit_lock:
-            self._check(
-                "<CCV61930220E>",
-                self._name_taken(model_name, output_dir),
-                "model_name",
+    def _check_capacity(self, limits: Limits, output_dir: str, model_name: str) -> None:
+        """The name is free and a training slot is; call with ``_submit_lock`` held."""
+        self._check("<CCV61930220E>", self._name_taken(model_name, output_dir), "model_name")
+        running = self._running()
+        if len(running) >= limits.max_concurrent_trainings:
+            # caikit's core status codes have no RESOURCE_EXHAUSTED; its runtime exception
+            # reaches the client as it is, over gRPC and (as 429) over HTTP.
+            message = (
+                f"{len(running)} trainings are running, the limit "
+                f"({LIBRARY_CONFIG_KEY}.max_concurrent_trainings); retry when one has "
+                "ended, or cancel one"
             )
-            running = self._running()
-            if len(running) >= limits.max_concurrent_trainings:
-                # caikit's core status codes have no RESOURCE_EXHAUSTED; its runtime exception
-                # reaches the client as it is, over gRPC and (as 429) over HTTP.
-                message = (
-                    f"{len(running)} trainings are running, the limit "
-                    f"({LIBRARY_CONFIG_KEY}.max_concurrent_trainings); retry when one has "
-                    "ended, or cancel one"
-                )
-                log.warning("<CCV61930222W>", "refused a training: %s", message)
-                raise CaikitRuntimeException(StatusCode.RESOURCE_EXHAUSTED, message)
-            future = super().train(
-                module_class,
-                *args,
-                # The full path, because caikit appends model_name to save_path only when it
-                # is not already a substring of it: "model" would be saved over models/ itself.
-                save_path=os.path.join(output_dir, model_name),
-                save_with_id=save_with_id,
-                external_training_id=external_training_id
-                or routable_training_id(self._instance_name),
-                model_name=model_name,
-                **kwargs,
-            )
-            self._latest_by_name[model_name] = future
-            threading.Thread(
-                target=_release_memory_after, args=(future,), name="ccv-train-cleanup", daemon=True
-            ).start()
-            return future
+            log.warning("<CCV61930222W>", "refused a training: %s", message)
+            raise CaikitRuntimeException(StatusCode.RESOURCE_EXHAUSTED, message)
+
+    @staticmethod
+    def _validate_arguments(module_class: Type[ModuleBase], args, kwargs: Dict[str, Any]) -> None:
+        """The module's own checks (``validate_train_arguments``), which read the data set."""
+        validate = getattr(module_class, "validate_train_arguments", None)
+        if validate is None:
+            return
+        try:
+            validate(*args, **kwargs)
+        except (TypeError, ValueError, OverflowError, RecursionError) as err:
+            raise _invalid_argument(str(err)) from err
 
     def running_training_for(self, model_name: str) -> Optional[str]:
         """The id of the running training that will save ``model_name``, or None."""

@@ -42,6 +42,7 @@ from ...defaults import (
     DEFAULT_THRESHOLD,
     DEFAULT_TRAIN_BATCH_SIZE,
     LIBRARY_CONFIG_KEY,
+    MAX_BOXES_PER_IMAGE,
 )
 from ...images import ImageLimits, fit_for_processor, load_image
 from ...labelled_images import LabelledImage, load_labelled_images
@@ -65,6 +66,7 @@ _PROCESSOR_SIDE_MULTIPLE = 16
 # This library's key for torch's intra-op threads (see runtime_config.yaml).
 _TORCH_THREADS_KEY = "torch_threads"
 _TRAIN_BATCH_SIZE_KEY = "train_batch_size"
+_MAX_BOXES_PER_IMAGE_KEY = "max_boxes_per_image"
 # Model directories that failed to load, with why, until their files change (see ``load``).
 _FAILED_LOADS = FailedLoads()
 
@@ -266,7 +268,12 @@ class TransformersObjectDetector(ModuleBase):
             "learning_rate must be a finite number > 0 (e.g. 1e-4), got {}",
             learning_rate,
         )
-        images = load_labelled_images(train_data.img_dir_path, train_data.labels_file)
+        max_boxes = _whole_number_setting(_MAX_BOXES_PER_IMAGE_KEY, "<CCV31558724E>")
+        images = load_labelled_images(
+            train_data.img_dir_path,
+            train_data.labels_file,
+            MAX_BOXES_PER_IMAGE if max_boxes is None else max_boxes,
+        )
         error.value_check(
             "<CCV72813394E>",
             os.path.isfile(os.path.join(model_path, "config.yml")),

@@ -1,8 +1,10 @@
-"""What a gRPC client can hold: threads while it sends nothing, and a log line per bad message.
+"""What a client's request may cost the runtime: threads while it sends nothing, a log line per
+bad message, and for a Train that will be refused, no more than a look at its name and paths.
 
 One runtime for the module, with a short request-message timeout so that the reaper is seen at
 work. The hostile calls are the ones the availability probe made: a unary predict called as if
-it were client-streaming, whose message never comes, on one connection and on many.
+it were client-streaming, whose message never comes, on one connection and on many; Train
+requests naming a model that exists, and an image with more boxes than the limit.
 """
 
 # Standard
@@ -19,6 +21,8 @@ import pytest
 from example_tools.runtime_harness import PREDICT_METHOD, predict_callable, start_example_runtime
 from example_tools.synthetic_data import render_example
 
+from .test_runtime_guards import TRAIN_ROUTE, _train_body
+
 IMAGE, _ = render_example("cat")
 TIMEOUT_S = 3
 LIMITS_ENV = {"CAIKIT_COMPUTER_VISION_REQUEST_MESSAGE_TIMEOUT_S": str(TIMEOUT_S)}
@@ -31,7 +35,7 @@ POOL_THREADS = 48
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory, saved_model_dir):
     runtime = start_example_runtime(
-        tmp_path_factory.mktemp("grpc_bounds"), saved_model_dir, extra_env=LIMITS_ENV
+        tmp_path_factory.mktemp("request_costs"), saved_model_dir, extra_env=LIMITS_ENV
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
@@ -178,3 +182,56 @@ def test_a_malformed_health_check_is_invalid_argument(runtime):
         with pytest.raises(grpc.RpcError) as refused:
             status(b"\xff\xff\xff", timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- Train: cheap checks first -------------------------------------------------------------------
+
+
+def test_a_train_naming_an_existing_model_is_refused_before_its_images_are_read(runtime):
+    """The data set is broken too; the answer is about the name, so no image was opened."""
+    broken = runtime.work_dir / "train_data" / "broken"
+    (broken / "images").mkdir(parents=True)
+    (broken / "labels.txt").write_text("missing.jpg\tcat\t1\t5\t1\t5\n")
+    status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(
+        model_name="my_model", img_dir="train_data/broken/images", labels="train_data/broken/labels.txt",
+    ))
+    assert status == 400, answer
+    assert "already exists" in answer["details"] and "missing.jpg" not in answer["details"]
+
+
+def test_an_image_with_more_boxes_than_the_limit_is_refused_before_images_are_read(runtime):
+    crowded = runtime.work_dir / "train_data" / "crowded"
+    (crowded / "images").mkdir(parents=True)
+    lines = ["missing.jpg\tcat\t1\t5\t1\t5\n"] * 301  # the image does not even exist
+    (crowded / "labels.txt").write_text("".join(lines))
+    status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(
+        model_name="crowded", img_dir="train_data/crowded/images", labels="train_data/crowded/labels.txt",
+    ))
+    assert status == 400, answer
+    assert "301 boxes" in answer["details"] and "max_boxes_per_image" in answer["details"]
+    assert not (runtime.work_dir / "models" / "crowded").exists()
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+        (
+            '{"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 1, "name": "cat"}],'
+            ' "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1' + "0" * 400
+            + ", 1, 2, 2]}]}",
+            "bbox must be 4 finite numbers",
+        ),
+    ],
+    ids=["deeply-nested", "400-digit-number"],
+)
+def test_a_hostile_coco_file_is_a_one_line_invalid_argument(runtime, content, problem):
+    coco = runtime.work_dir / "train_data" / "hostile.json"
+    coco.write_text(content)
+    before = runtime.log()
+    status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(
+        model_name="hostile", labels="train_data/hostile.json",
+    ))
+    assert status == 400, answer
+    assert problem in answer["details"]
+    assert "Traceback" not in runtime.log()[len(before):]
