@@ -10,14 +10,11 @@ serves. The logic lives in example_tools.proto_dump; this script only wires it u
 # Standard
 import argparse
 import pathlib
-
-# First Party
-import caikit
-import caikit.core.toolkit.logging
+import sys
 
 # Local
-from example_tools.proto_dump import dump_interfaces
-import common
+import common  # first: outside .venv it exits with one line that says what to do
+from example_tools import workspace
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,7 +35,8 @@ def parse_args() -> argparse.Namespace:
         "--output-dir",
         type=pathlib.Path,
         default=common.PROTOS_DIR,
-        help="directory to replace with the dump (default: protos/ in the current directory)",
+        help="directory to replace with the dump (default: protos/ in the current directory); "
+        "refused when it holds anything but .proto and .json files",
     )
     parser.add_argument(
         "--show-conflict",
@@ -55,8 +53,21 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> None:
+def main() -> int:
     args = parse_args()
+    try:
+        workspace.check_dump_target(args.output_dir.absolute())
+    except workspace.NotGenerated as err:
+        print(err, file=sys.stderr)
+        return 2
+    # Imported after the arguments are read: caikit takes seconds to import (--help does not).
+    # First Party
+    import caikit
+    import caikit.core.toolkit.logging
+
+    # Local
+    from example_tools.proto_dump import dump_interfaces
+
     common.configure_caikit()
     caikit.configure(config_dict={"log": {"level": common.DUMP_LOG_LEVEL}})
     caikit.core.toolkit.logging.configure()
@@ -73,7 +84,8 @@ def main() -> None:
     print(f"Wrote {len(protos)} .proto files and {others} to {args.output_dir.absolute()}")
     if args.show_conflict:
         print(conflict_demo.check_outcome(written))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

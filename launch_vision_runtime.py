@@ -1,17 +1,18 @@
 """Start the caikit runtime that serves caikit_computer_vision models over gRPC and HTTP.
 
-    python3 launch_vision_runtime.py --purge_dirs   # (re)create models/, train_data/, protos/
+    python3 launch_vision_runtime.py --purge_dirs   # (re)create the example's model, data, protos
     python3 launch_vision_runtime.py                # reuse them
 
 Runs in the foreground; Ctrl-C or SIGTERM stops it cleanly.
 """
 
 # Standard
-from typing import Dict, List, Tuple
+from typing import List, Optional
 import argparse
 import os
-import socket
 import sys
+import threading
+import time
 
 # OpenMP reads this when torch loads: with caikit_computer_vision.torch_threads above 1, idle
 # worker threads sleep instead of spinning, which on a machine with other work made training
@@ -19,18 +20,32 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Local
-import common  # noqa: E402
+import common  # noqa: E402  (first: outside .venv it exits with one line that says what to do)
+from example_tools import ports as port_checks  # noqa: E402
+from example_tools import workspace  # noqa: E402
 import create_models_dir  # noqa: E402
 import create_train_data  # noqa: E402
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    ports = common.runtime_ports()
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=(
+            f"Ports (runtime_config.yaml, after overrides): gRPC {ports['grpc']} "
+            f"(RUNTIME_GRPC_PORT), HTTP {ports['http']} (RUNTIME_HTTP_PORT), metrics "
+            f"{ports['metrics']} (RUNTIME_METRICS_PORT); e.g. RUNTIME_GRPC_PORT=9000 python3 "
+            "launch_vision_runtime.py. More log detail: LOG_LEVEL=info (or debug)."
+        ),
+    )
     parser.add_argument(
         "--purge_dirs",
+        "--purge-dirs",
         action="store_true",
-        help=f"delete and recreate models/ (with a fresh '{common.BASE_MODEL_ID}'), "
-        "train_data/ and protos/ before starting",
+        help=f"recreate what this example generated before starting: models/{common.BASE_MODEL_ID} "
+        "(and models the demo trained), the generated files of train_data/ and protos/. Your own "
+        f"models and data are never deleted (the lists are in {common.MODELS_MANIFEST.name} and "
+        f"{common.TRAIN_DATA_MANIFEST.name}); refused while another runtime serves models/",
     )
     parser.add_argument(
         "--host",
@@ -38,40 +53,33 @@ def parse_args() -> argparse.Namespace:
         help="interface to listen on (default: %(default)s, this machine only; "
         "0.0.0.0 for every interface)",
     )
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def busy_ports(host: str, ports: Dict[str, int]) -> List[Tuple[str, int]]:
-    """The (server, port) pairs that something else already listens on at ``host``.
-
-    Checked before the servers start so that a busy port is one line naming the port and the
-    override, not a traceback from deep inside grpc or uvicorn.
-    """
-    busy = []
-    for server, port in ports.items():
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            # As the servers do: a port whose old connections linger in TIME_WAIT is free.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError:
-                busy.append((server, port))
-    return busy
+def check_purge() -> None:
+    """Everything --purge_dirs would replace is the example's own (workspace.NotGenerated)."""
+    workspace.check_replaceable(common.MODELS_DIR, [common.BASE_MODEL_ID], "--purge_dirs")
+    workspace.check_replaceable(
+        common.TRAIN_DATA_DIR, common.GENERATED_TRAIN_DATA, "--purge_dirs"
+    )
+    workspace.check_dump_target(common.PROTOS_DIR)
 
 
 def main() -> int:
     args = parse_args()
     ports = common.runtime_ports()
-    busy = busy_ports(args.host, ports)
+    busy = port_checks.busy_ports(args.host, ports)
     if busy:
-        server, port = busy[0]
-        print(
-            f"port {port} ({server}) is already in use on {args.host}: stop the program that "
-            f"holds it, or choose another port with RUNTIME_{server.upper()}_PORT=<port>",
-            file=sys.stderr,
-        )
+        print(port_checks.busy_ports_message(args.host, busy), file=sys.stderr)
         return 2
+    if args.purge_dirs:
+        try:
+            # Held until this process exits; shared once the purge is done (workspace).
+            lock = workspace.hold_models_dir(common.MODELS_DIR, alone=True)
+            check_purge()
+        except (workspace.ModelsDirBusy, workspace.NotGenerated) as err:
+            print(err, file=sys.stderr)
+            return 2
     common.configure_caikit()
     # Imported after configuring caikit: the library reads the config when it is imported.
     # First Party
@@ -82,12 +90,7 @@ def main() -> int:
     from example_tools import demo_assets
     from example_tools.proto_dump import dump_interfaces
 
-    if args.purge_dirs:
-        create_models_dir.create()
-        create_train_data.create()
-        print(f"Dumping the generated interfaces to {common.PROTOS_DIR}")
-        dump_interfaces(common.PROTOS_DIR)
-    else:
+    if not args.purge_dirs:
         missing = demo_assets.missing_demo_assets(
             common.MODELS_DIR, common.BASE_MODEL_ID, common.TRAIN_DATA_DIR, common.PROTOS_DIR
         )
@@ -98,18 +101,64 @@ def main() -> int:
             return 2
         if missing:
             print("Starting anyway; run with --purge_dirs to recreate them.", file=sys.stderr)
+        try:
+            lock = workspace.hold_models_dir(common.MODELS_DIR, alone=False)  # noqa: F841
+        except workspace.ModelsDirBusy as err:
+            print(err, file=sys.stderr)
+            return 2
+    else:
+        removed = workspace.remove_generated(common.MODELS_DIR)
+        if removed:
+            names = ", ".join(path.name for path in removed)
+            print(f"Removed from {common.MODELS_DIR} (generated by this example): {names}")
+        create_models_dir.create()
+        create_train_data.create()
+        print(f"Dumping the generated interfaces to {common.PROTOS_DIR}")
+        dump_interfaces(common.PROTOS_DIR)
+        workspace.downgrade(lock)
 
     for leftover in remove_leftovers(common.MODELS_DIR):
         print(f"Removed {leftover}, left by an interrupted save")
 
-    print(
-        f"Serving models from {common.MODELS_DIR}: gRPC on {args.host}:{ports['grpc']}, "
-        f"HTTP on http://{args.host}:{ports['http']}, metrics on :{ports['metrics']}. "
-        "Ctrl-C to stop.",
-        flush=True,
+    announcer = threading.Thread(
+        target=announce_when_serving, args=(args.host, ports), daemon=True
     )
+    announcer.start()
     serve(args.host)
     return 0
+
+
+def announce_when_serving(host: str, ports: dict, timeout_s: float = 600.0) -> None:
+    """Once this process listens on its gRPC and HTTP ports, print what it serves and how to
+    stop it: the last lines of the start-up, after caikit's own."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(port_checks.listens_on(os.getpid(), ports[name]) for name in ("grpc", "http")):
+            break
+        time.sleep(0.2)
+    else:
+        return
+    models = sorted(
+        path.name
+        for path in common.MODELS_DIR.iterdir()
+        if path.is_dir() and not path.name.startswith(".")
+    )
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    rule = "-" * 72
+    print(
+        "\n".join(
+            [
+                rule,
+                f"Serving {len(models)} model(s) from {common.MODELS_DIR}: {', '.join(models)}",
+                f"  gRPC     {host}:{ports['grpc']}",
+                f"  HTTP     http://{shown}:{ports['http']}  (routes: /docs, /openapi.json)",
+                f"  metrics  http://{shown}:{ports['metrics']}/metrics",
+                f"Stop: Ctrl-C here, or kill {os.getpid()} (SIGTERM)",
+                rule,
+            ]
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
     python3 run_tests.py [pytest arguments]
 
-Creates .venv (or updates it in place) from requirements-dev.txt, which includes
-requirements.txt, then runs ``python -m pytest -q tests`` inside it; extra arguments go to pytest
-(e.g. ``-k guards``). The exit code is pytest's: 5 (no tests collected) counts as a failure.
+Creates .venv (or updates it in place) from requirements-dev.lock, the runtime's locked packages
+plus the test tools, then runs ``python -m pytest -q tests`` inside it; extra arguments go to
+pytest (e.g. ``-k guards``; ``python3 run_tests.py --pytest-help`` lists them). The exit code is
+pytest's: 5 (no tests collected) counts as a failure.
 """
 
 # Standard
@@ -13,15 +14,24 @@ import subprocess
 import sys
 
 # Local
-from example_tools.venv import REPO_DIR, ensure_venv
+from example_tools.venv import REPO_DIR, ensure_venv, requirements_for_this_machine
 
-REQUIREMENTS = REPO_DIR / "requirements-dev.txt"
+HELP_FLAGS = ("-h", "--help")
 
 
 def main() -> int:
-    ensure_venv(REQUIREMENTS, [str(pathlib.Path(__file__).resolve()), *sys.argv[1:]])
+    argv = sys.argv[1:]
+    if any(flag in argv for flag in HELP_FLAGS):
+        print(__doc__.strip())
+        return 0
+    requirements = requirements_for_this_machine(
+        REPO_DIR / "requirements-dev.lock", REPO_DIR / "requirements-dev.txt"
+    )
+    covers = [REPO_DIR / "requirements.lock"] if requirements.suffix == ".lock" else []
+    ensure_venv(requirements, [str(pathlib.Path(__file__).resolve()), *argv], covers=covers)
+    pytest_args = ["--help" if arg == "--pytest-help" else arg for arg in argv]
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "tests", *sys.argv[1:]], cwd=REPO_DIR
+        [sys.executable, "-m", "pytest", "-q", "tests", *pytest_args], cwd=REPO_DIR
     ).returncode
 
 

@@ -1,7 +1,8 @@
 """Make what the runtime demo needs on disk: the base model and the training set.
 
 Both are written to a temporary directory beside their target and renamed into place, so an
-interrupted launcher never leaves half a model or half a data set behind.
+interrupted launcher never leaves half a model or half a data set behind. Only what the example
+generated is ever replaced (example_tools.workspace): the user's models and data stay.
 """
 
 # Standard
@@ -9,6 +10,7 @@ from typing import Dict, List, Sequence
 import dataclasses
 import io
 import pathlib
+import tempfile
 
 # Third Party
 from PIL import Image
@@ -17,10 +19,10 @@ from PIL import Image
 import alog
 
 # Local
-from caikit_computer_vision.atomic_dirs import staged_directory
 from caikit_computer_vision.coco_format import write_coco_file
 from caikit_computer_vision.defaults import DEFAULT_LABELS, DEFAULT_SEED, IMAGES_DIR_NAME, LABELS_FILE_NAME
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
+from example_tools import workspace
 from example_tools.synthetic_data import generate_train_data, render_example
 from example_tools.tiny_yolos import build_tiny_yolos
 
@@ -60,13 +62,21 @@ def create_train_data(
     query_label: str,
     seed: int = DEFAULT_SEED,
     num_held_out_images: int = 100,
-) -> None:
-    """Generate ``num_images`` labelled JPEGs into ``train_dir`` (replacing what was there),
-    one query image with a ``query_label`` object named ``query_image_name`` and its expected
-    box (``QUERY_ANNOTATIONS_NAME``), and ``num_held_out_images`` more under
-    ``HELD_OUT_DIR_NAME/`` (COCO labels) from a seed the training set does not use.
+) -> List[pathlib.Path]:
+    """Generate ``num_images`` labelled JPEGs into ``train_dir``, one query image with a
+    ``query_label`` object named ``query_image_name`` and its expected box
+    (``QUERY_ANNOTATIONS_NAME``), and ``num_held_out_images`` more under ``HELD_OUT_DIR_NAME/``
+    (COCO labels) from a seed the training set does not use.
+
+    Each entry replaces a generated one of the same name (``example_tools.workspace``):
+    anything else in ``train_dir``, such as the user's own data, stays. Raises
+    ``workspace.NotGenerated``, replacing nothing, when a name holds something the example did
+    not write (callers check their names first, before the work). Returns what was replaced.
     """
-    with staged_directory(train_dir) as staging:
+    train_dir = pathlib.Path(train_dir).absolute()
+    train_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=train_dir.parent, prefix=f".{train_dir.name}.") as tmp:
+        staging = pathlib.Path(tmp)
         generate_train_data(str(staging), num_images=num_images, seed=seed)
         query, box = render_example(query_label, seed=seed)
         (staging / query_image_name).write_bytes(query)
@@ -82,6 +92,19 @@ def create_train_data(
             seed=seed + HELD_OUT_SEED_OFFSET,
             label_format="coco",
         )
+        return workspace.publish_generated(train_dir, staging)
+
+
+def create_base_model_in(models_dir: pathlib.Path, model_id: str) -> List[pathlib.Path]:
+    """``create_base_model`` as ``models_dir/model_id``, replacing only a generated model of
+    that name (``workspace.NotGenerated`` otherwise, before any work). Returns what was replaced.
+    """
+    models_dir = pathlib.Path(models_dir).absolute()
+    workspace.check_replaceable(models_dir, [model_id], "creating the base model")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=models_dir.parent, prefix=f".{models_dir.name}.") as tmp:
+        create_base_model(pathlib.Path(tmp) / model_id)
+        return workspace.publish_generated(models_dir, pathlib.Path(tmp))
 
 
 def train_data_paths(train_dir: pathlib.Path) -> Dict[str, pathlib.Path]:

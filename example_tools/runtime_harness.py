@@ -1,8 +1,10 @@
 """The one runtime harness: run launch_vision_runtime.py as a child process and talk to it.
 
 Used by demo.py, the tests and bench alike: the child listens on 127.0.0.1 (on free ports unless
-told which), runs in a chosen working directory, is ready once HTTP /health answers and gRPC
-accepts, and is stopped by its own process id; its log is kept and shown when it fails to start.
+told which), runs in a chosen working directory, is ready once it is alive, holds its gRPC and
+HTTP ports itself, and HTTP /health answers and gRPC accepts, and is stopped by its own process
+id; its log is kept and shown when it fails to start. No request goes to a port before the child
+holds it, so another server on the same port (another runtime, another program) never gets one.
 
 Processes that have caikit imported (tests, bench) cannot import stubs compiled from protos/
 (caikit registered the same .proto files), so ``predict_callable`` builds the gRPC messages from
@@ -34,6 +36,7 @@ import grpc
 
 # Local
 from common import BASE_MODEL_ID
+from example_tools.ports import listens_on
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = REPO_ROOT / "launch_vision_runtime.py"
@@ -126,7 +129,9 @@ def start_runtime(
     extra_env: Optional[Dict[str, str]] = None,
     ready_check: Optional[Callable[[Dict[str, int]], bool]] = None,
 ) -> RuntimeProcess:
-    """Launch the runtime in ``work_dir`` and wait until HTTP /health answers and gRPC accepts.
+    """Launch the runtime in ``work_dir`` and wait until it holds its gRPC and HTTP ports and
+    HTTP /health answers and gRPC accepts there. Raises RuntimeError (with the log) when the
+    child exits first, e.g. because a port is taken: whoever holds it is never sent a request.
 
     ``ports`` maps grpc/http/metrics to port numbers; by default, free ones are picked.
     ``extra_env`` adds environment variables (e.g. caikit config overrides) for the child.
@@ -151,7 +156,7 @@ def start_runtime(
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"runtime exited with {process.returncode}:\n{runtime.log()}")
-            if is_ready(ports):
+            if _holds_ports(process.pid, ports) and is_ready(ports):
                 return runtime
             if time.monotonic() > deadline:
                 raise RuntimeError(f"runtime not ready after {ready_timeout} s:\n{runtime.log()}")
@@ -159,6 +164,15 @@ def start_runtime(
     except BaseException:
         runtime.stop()
         raise
+
+
+def _holds_ports(pid: int, ports: Dict[str, int]) -> bool:
+    """Whether process ``pid`` itself listens on its gRPC and HTTP ports.
+
+    Where /proc cannot tell (not Linux), True: the caller's own checks (the child is alive and
+    answers) are all there is.
+    """
+    return all(listens_on(pid, ports[name]) is not False for name in ("grpc", "http"))
 
 
 def _plaintext_ready(ports: Dict[str, int]) -> bool:

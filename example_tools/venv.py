@@ -4,6 +4,11 @@ Standard library only: this runs under whatever ``python3`` the user has, before
 example's requirements are installed. A venv the user already has is updated in place, never
 deleted; a stamp file records which requirements file (by content) was installed completely, so
 an interrupted install is redone next time.
+
+What is installed is a lock (requirements.lock, requirements-dev.lock): every package at one
+version, with its hashes, so pip resolves nothing and never backtracks. The locks are made for
+the project's machines (CPython 3.11 on Linux x86-64, with the CPU build of torch); elsewhere the
+unlocked requirements file is installed instead, and the scripts say so.
 """
 
 # Standard
@@ -12,6 +17,7 @@ import hashlib
 import importlib.util
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 
@@ -20,27 +26,66 @@ VENV_DIR = REPO_DIR / ".venv"
 VENV_PYTHON = VENV_DIR / "bin" / "python"
 # Packages every script needs; missing ones mean "not running inside the venv".
 REQUIRED_MODULES = ("caikit", "grpc", "torch", "yaml")
+# Set to 1, the scripts run in the interpreter that started them, as it is: no install, no
+# switch to .venv. For an environment set up by other means (the tests, a container image).
+USE_CURRENT_PYTHON = "CCV_USE_CURRENT_PYTHON"
+# The interpreter and machine the locks were resolved for (see requirements.lock's header).
+LOCKED_PYTHON = (3, 11)
+LOCKED_PLATFORM = ("linux", "x86_64")
 
 
-def ensure_venv(requirements: pathlib.Path, argv: Sequence[str]) -> None:
+def requirements_for_this_machine(lock: pathlib.Path, unlocked: pathlib.Path) -> pathlib.Path:
+    """``lock`` where it was resolved for this interpreter and machine, else ``unlocked``."""
+    if sys.version_info[:2] == LOCKED_PYTHON and (sys.platform, platform.machine()) == LOCKED_PLATFORM:
+        return lock
+    print(
+        f"{lock.name} is for Python {'.'.join(map(str, LOCKED_PYTHON))} on "
+        f"{'/'.join(LOCKED_PLATFORM)}; installing the unlocked {unlocked.name} instead "
+        "(versions may differ from the tested ones)"
+    )
+    return unlocked
+
+
+def ensure_venv(
+    requirements: pathlib.Path, argv: Sequence[str], covers: Sequence[pathlib.Path] = ()
+) -> None:
     """Make sure .venv holds ``requirements``, then re-run ``argv`` inside it if we are not.
 
+    ``covers`` names other requirements files that ``requirements`` includes at the same
+    versions (the runtime's lock, for the tests' lock): installing it marks them installed too.
+
     Returns only when the current interpreter is the venv's. pip's own progress lines are
-    shown: a first install downloads several hundred MB and takes minutes.
+    shown: a first install downloads several hundred MB and takes minutes. With the
+    environment variable ``USE_CURRENT_PYTHON`` set to 1, only checks that the packages are there.
     """
-    stamp = VENV_DIR / f"{requirements.stem}.sha256"
-    wanted = hashlib.sha256(requirements.read_bytes()).hexdigest()
-    installed = stamp.read_text().strip() if stamp.is_file() else None
-    if installed != wanted:
-        print(f"Installing {requirements.name} into {VENV_DIR} (a few minutes the first time)")
+    if os.environ.get(USE_CURRENT_PYTHON) == "1":
+        require_venv()
+        return
+    if _stamp(requirements) != _digest(requirements):
+        print(f"Installing {requirements.name} into {VENV_DIR} (a minute or two the first time)")
         if not VENV_PYTHON.exists():
             subprocess.run([sys.executable, "-m", "venv", str(VENV_DIR)], check=True)
         pip = [str(VENV_PYTHON), "-m", "pip", "install", "--progress-bar", "off"]
-        subprocess.run([*pip, "--quiet", "--upgrade", "pip"], check=True)
+        if requirements.suffix == ".lock":
+            pip.append("--require-hashes")
         subprocess.run([*pip, "-r", str(requirements)], check=True)
-        stamp.write_text(wanted + "\n")
+        for installed in (requirements, *covers):
+            _stamp_path(installed).write_text(_digest(installed) + "\n")
     if pathlib.Path(sys.prefix).resolve() != VENV_DIR.resolve():
         os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *argv])
+
+
+def _stamp_path(requirements: pathlib.Path) -> pathlib.Path:
+    return VENV_DIR / f"{requirements.name}.sha256"
+
+
+def _stamp(requirements: pathlib.Path) -> str:
+    stamp = _stamp_path(requirements)
+    return stamp.read_text().strip() if stamp.is_file() else ""
+
+
+def _digest(requirements: pathlib.Path) -> str:
+    return hashlib.sha256(requirements.read_bytes()).hexdigest()
 
 
 def require_venv() -> None:

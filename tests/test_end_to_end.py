@@ -9,6 +9,7 @@ import base64
 import pathlib
 import subprocess
 import sys
+import time
 
 # Third Party
 from PIL import Image
@@ -60,7 +61,11 @@ def test_purge_dirs_creates_model_data_and_protos(runtime):
     assert (work_dir / "train_data" / "query.jpg").is_file()
     assert (work_dir / "protos" / "ccv.objectdetectiontaskrequest.proto").is_file()
     assert (work_dir / "protos" / "openapi.json").is_file()
-    assert f"gRPC on 127.0.0.1:{runtime.ports['grpc']}" in runtime.log()
+    # The start-up ends with what is served where (printed once the ports are the runtime's).
+    deadline = time.monotonic() + 30
+    while "Stop: Ctrl-C" not in runtime.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert f"gRPC     127.0.0.1:{runtime.ports['grpc']}" in runtime.log()
 
 
 def test_client_trains_and_predicts_with_the_new_model(runtime, client_run):
@@ -75,9 +80,11 @@ def test_client_trains_and_predicts_with_the_new_model(runtime, client_run):
 
 def test_client_saves_the_query_image_with_the_boxes_drawn(runtime, client_run):
     assert f"Saved {ANNOTATED_IMAGE} with " in client_run.stdout
+    assert " predicted and 1 expected boxes drawn" in client_run.stdout
     with Image.open(runtime.work_dir / ANNOTATED_IMAGE) as annotated:
         assert annotated.format == "PNG"
-        assert annotated.size == (256, 256)  # the 64 x 64 query image, enlarged to be read
+        # The 64 x 64 query image, enlarged to be read, over a legend (expected, predicted).
+        assert annotated.width == 256 and annotated.height > 256
 
 
 def test_client_points_to_the_training_loss_in_the_runtime_log(runtime, client_run):

@@ -29,23 +29,7 @@ def test_launcher_without_purge_says_what_is_missing(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
-def test_one_command_demo_runs_every_step_and_stops_the_runtime(tmp_path):
-    run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "demo.py"), "--num-epochs", "3"],
-        cwd=tmp_path,
-        env=runtime_env(_free_ports()),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
-    log = tmp_path / "runtime.log"
-    assert run.returncode == 0, run.stdout + run.stderr + (log.read_text() if log.exists() else "")
-    assert "COMPLETED" in run.stdout
-    assert "First prediction from 'new_model'" in run.stdout
-    assert "the runtime is stopped" in run.stdout
-    assert (tmp_path / "models" / "new_model" / "config.yml").is_file()
-    assert "runtime stopped" in (tmp_path / "runtime.log").read_text()
+# The whole demo runs in tests/test_newcomer.py (test_demo_keeps_the_users_models_and_data).
 
 
 def test_launcher_names_a_busy_port_and_its_override_in_one_line(tmp_path):
@@ -64,7 +48,7 @@ def test_launcher_names_a_busy_port_and_its_override_in_one_line(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip() == (
         f"port {ports['http']} (http) is already in use on 127.0.0.1: stop the program that "
-        "holds it, or choose another port with RUNTIME_HTTP_PORT=<port>"
+        "holds it, or choose other ports with RUNTIME_HTTP_PORT=<port>"
     )
     # Refused before any set-up work: nothing was purged or created.
     assert list(tmp_path.iterdir()) == []

@@ -63,14 +63,15 @@ def start_training(
 
 
 class ProgressLine:
-    """One status line that updates in place on a terminal, or sparse lines elsewhere.
+    """One status line that updates in place on a terminal, or one line per state elsewhere.
 
     On a TTY each update rewrites the same line (carriage return), so a training shows one
     line however often it is polled. Piped to a file or a CI log, where ``\r`` would pile up,
-    a line is printed when the text's state changes or every ``sparse_every_s`` seconds.
+    a line is printed when the state changes (and, if ``sparse_every_s`` is given, again after
+    that many seconds in the same state); never one per poll.
     """
 
-    def __init__(self, stream: TextIO = sys.stdout, sparse_every_s: float = 15.0) -> None:
+    def __init__(self, stream: TextIO = sys.stdout, sparse_every_s: float = math.inf) -> None:
         self._stream = stream
         self._interactive = stream.isatty()
         self._sparse_every_s = sparse_every_s
@@ -135,6 +136,16 @@ def wait_for_training(
         reasons = "; ".join(response.reasons) or "no reason given"
         raise TrainingFailed(f"training {training_id} ended {state}: {reasons}")
     return TrainingOutcome(training_id, state, now - started, completed_at=now)
+
+
+def cancel_training(
+    stubs: SimpleNamespace, channel: grpc.Channel, training_id: str, timeout_s: float = 10.0
+) -> str:
+    """Call CancelTraining; return the state the runtime reports afterwards (e.g. CANCELED)."""
+    management = stubs.training_management.TrainingManagementStub(channel)
+    request = stubs.training_info.TrainingInfoRequest(training_id=training_id)
+    response = management.CancelTraining(request, timeout=timeout_s)
+    return stubs.job_status.JobStatus.Name(response.state)
 
 
 def predict(

@@ -16,6 +16,18 @@ import grpc_tools
 
 # Records which protos the stubs in a directory were compiled from.
 STAMP_FILE = "PROTOS_SHA256"
+# The compiled modules the client imports (they import each other by top-level name).
+STUB_MODULES = {
+    "predict_service": "computervisionservice_pb2_grpc",
+    "train_service": "computervisiontrainingservice_pb2_grpc",
+    "training_management": "trainingmanagement_pb2_grpc",
+    "predict_request": "ccv.objectdetectiontaskrequest_pb2",
+    "train_request": "ccv.objectdetectiontasktransformersobjectdetectortrainrequest_pb2",
+    "train_parameters": "ccv.objectdetectiontasktransformersobjectdetectortrainparameters_pb2",
+    "train_set": "caikit_data_model.caikit_computer_vision.objectdetectiontrainset_pb2",
+    "training_info": "caikit_data_model.runtime.traininginforequest_pb2",
+    "job_status": "caikit_data_model.common.jobstatus_pb2",
+}
 
 
 def protos_digest(protos_dir: pathlib.Path) -> str:
@@ -39,6 +51,12 @@ def why_stale(protos_dir: pathlib.Path, generated_dir: pathlib.Path) -> Optional
         return f"no compiled stubs in {generated_dir}"
     if stamp.read_text().strip() != protos_digest(protos_dir):
         return f"{protos_dir} changed since the stubs were compiled"
+    # The stamp survives a half-deleted directory: every file protoc writes must be there too.
+    for proto in sorted(protos_dir.glob("*.proto")):
+        module = proto.stem.replace(".", "/")
+        for suffix in ("_pb2.py", "_pb2_grpc.py"):
+            if not (generated_dir / (module + suffix)).is_file():
+                return f"{generated_dir / (module + suffix)} is missing"
     return None
 
 
@@ -79,15 +97,6 @@ def load_stubs(generated_dir: pathlib.Path) -> SimpleNamespace:
     path = str(pathlib.Path(generated_dir).resolve())
     if path not in sys.path:
         sys.path.insert(0, path)
-    names = {
-        "predict_service": "computervisionservice_pb2_grpc",
-        "train_service": "computervisiontrainingservice_pb2_grpc",
-        "training_management": "trainingmanagement_pb2_grpc",
-        "predict_request": "ccv.objectdetectiontaskrequest_pb2",
-        "train_request": "ccv.objectdetectiontasktransformersobjectdetectortrainrequest_pb2",
-        "train_parameters": "ccv.objectdetectiontasktransformersobjectdetectortrainparameters_pb2",
-        "train_set": "caikit_data_model.caikit_computer_vision.objectdetectiontrainset_pb2",
-        "training_info": "caikit_data_model.runtime.traininginforequest_pb2",
-        "job_status": "caikit_data_model.common.jobstatus_pb2",
-    }
-    return SimpleNamespace(**{key: importlib.import_module(name) for key, name in names.items()})
+    return SimpleNamespace(
+        **{key: importlib.import_module(name) for key, name in STUB_MODULES.items()}
+    )
