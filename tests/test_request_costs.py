@@ -191,7 +191,7 @@ def test_a_train_naming_an_existing_model_is_refused_before_its_images_are_read(
     """The data set is broken too; the answer is about the name, so no image was opened."""
     broken = runtime.work_dir / "train_data" / "broken"
     (broken / "images").mkdir(parents=True)
-    (broken / "labels.txt").write_text("missing.jpg\tcat\t1\t5\t1\t5\n")
+    (broken / "labels.txt").write_text("missing.jpg\tcat\t(1, 5, 1, 5)\n")
     status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(
         model_name="my_model", img_dir="train_data/broken/images", labels="train_data/broken/labels.txt",
     ))
@@ -202,7 +202,7 @@ def test_a_train_naming_an_existing_model_is_refused_before_its_images_are_read(
 def test_an_image_with_more_boxes_than_the_limit_is_refused_before_images_are_read(runtime):
     crowded = runtime.work_dir / "train_data" / "crowded"
     (crowded / "images").mkdir(parents=True)
-    lines = ["missing.jpg\tcat\t1\t5\t1\t5\n"] * 301  # the image does not even exist
+    lines = ["missing.jpg\tcat\t(1, 5, 1, 5)\n"] * 301  # the image does not even exist
     (crowded / "labels.txt").write_text("".join(lines))
     status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(
         model_name="crowded", img_dir="train_data/crowded/images", labels="train_data/crowded/labels.txt",
