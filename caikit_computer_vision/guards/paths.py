@@ -52,3 +52,24 @@ def model_dir_problem(path: str, models_dir: str, max_depth: int = 1) -> Optiona
         if problem:
             return problem
     return None
+
+
+# An atomic save's hidden staging or retired directory: ".<name>.staging-<pid>@<host>-<random>".
+_HIDDEN_WRITE_DIR = re.compile(r"\.([^/\s'\"]{1,64}?)\.(?:staging|old)-\d+@[^/\s'\"]*")
+# An absolute path: "/" after a space, a quote or "(" (or at the start), then non-space text.
+_ABSOLUTE_PATH = re.compile(r"(?:(?<=^)|(?<=[\s'\"(=]))/(?:[^\s'\":,)]+/)*([^\s'\":,)/]+)")
+
+
+def client_safe(message: str, work_dir: Optional[str] = None) -> str:
+    """``message`` as a client may read it: no server paths, process ids or host names.
+
+    Paths inside the runtime's working directory become relative (as the client names them:
+    ``models/new_model``), a save's staging directory becomes the model's name, and any other
+    absolute path is cut to its last part. Log lines keep the full message; this is for what
+    goes back to the client (a training's ERRORED reasons, for one).
+    """
+    work_dir = work_dir or os.getcwd()
+    for prefix in {os.path.realpath(work_dir), os.path.abspath(work_dir)}:
+        message = message.replace(prefix.rstrip("/") + "/", "")
+    message = _HIDDEN_WRITE_DIR.sub(r"\1", message)
+    return _ABSOLUTE_PATH.sub(r"\1", message)
