@@ -9,6 +9,7 @@ requests naming a model that exists, and an image with more boxes than the limit
 
 # Standard
 from typing import Iterator, List
+import socket
 import threading
 import time
 
@@ -235,3 +236,33 @@ def test_a_hostile_coco_file_is_a_one_line_invalid_argument(runtime, content, pr
     assert status == 400, answer
     assert problem in answer["details"]
     assert "Traceback" not in runtime.log()[len(before):]
+
+
+# -- where the runtime listens ------------------------------------------------------------------
+
+
+def _outward_address() -> str:
+    """This machine's address on its default route (no packet is sent), or skip the test."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+        except OSError:
+            pytest.skip("this machine has no network interface besides loopback")
+        address = probe.getsockname()[0]
+    if address.startswith("127."):
+        pytest.skip("this machine has no network interface besides loopback")
+    return address
+
+
+def test_no_port_is_reachable_on_another_address_of_the_machine(runtime):
+    """The launcher binds loopback: gRPC, HTTP and metrics refuse a connection on the machine's
+    outward address. caikit itself listens on every interface; the rebinding is ours
+    (caikit_workarounds.build_servers_with), and this notices a caikit upgrade that undoes it."""
+    address = _outward_address()
+    for server, port in runtime.ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as connection:
+            connection.settimeout(2)
+            assert connection.connect_ex((address, port)) != 0, f"{server} port {port} open on {address}"
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as connection:
+            connection.settimeout(2)
+            assert connection.connect_ex(("127.0.0.1", port)) == 0, f"{server} port {port} closed"
