@@ -23,6 +23,7 @@ import gc
 import json
 import math
 import os
+import re
 import struct
 import threading
 
@@ -68,9 +69,9 @@ class ModelFilesProblem(Exception):
 def links_problem(model_dir: str) -> Optional[str]:
     """Why a link inside ``model_dir`` leads out of it, or None.
 
-    Every entry is resolved, not only the files a load reads today: transformers probes files
-    by name (processor, generation and chat-template configs), and a link that leaves the
-    directory could point any of them at a copy outside ``models/``.
+    Every entry is resolved, not only the files a load reads today: transformers looks files up
+    by name, and a version that reads one more would otherwise follow its link out of
+    ``models/``.
     """
     for relative, path in _entries(model_dir):
         if relative and not is_inside(path, model_dir):
@@ -149,11 +150,19 @@ class FailedLoads:
 
 
 def without_server_paths(message: str, model_dir: str) -> str:
-    """``message`` with ``model_dir`` (as given and resolved) left out of every path it names,
-    and only its first line: transformers' load reports are long and name absolute paths."""
+    """The first line of ``message`` (transformers' load reports run to pages), with the path of
+    ``model_dir`` (as given, absolute and resolved) left out of every path that it names."""
     first_line = (message.strip().splitlines() or [""])[0]
-    for prefix in {os.path.abspath(model_dir), os.path.realpath(model_dir)}:
-        first_line = first_line.replace(prefix + os.sep, "").replace(prefix, ".")
+    prefixes = {
+        os.path.normpath(model_dir), os.path.abspath(model_dir), os.path.realpath(model_dir)
+    }
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        # The directory itself becomes ".", a path inside it relative; models/v2 is not models/v.
+        first_line = re.sub(
+            re.escape(prefix) + r"(/|(?![\w-]|\.[\w.-]))",
+            lambda match: "" if match.group(1) else ".",
+            first_line,
+        )
     return first_line
 
 
