@@ -92,6 +92,23 @@ BIND_HOST = "127.0.0.1"
 HOST = "127.0.0.1"
 
 
+# -- launch_vision_runtime.py ------------------------------------------------------------------
+# Log channels of caikit's start-up chatter (about 90 lines: every RPC wrapped and re-routed,
+# services constructed, the data model validated, S3Path "not found" warnings about caikit's own
+# classes) and the level they are shown from, added to caikit's log.filters by the launcher so
+# that its start-up ends with one readable block of what is served. The example's own channels
+# (CCV...), model loading and every error still show. LOG_LEVEL or LOG_FILTERS in the
+# environment turns this off (LOG_LEVEL=info shows everything).
+QUIET_STARTUP_LOG = {
+    **dict.fromkeys(
+        ("SERVER-WRAPR", "GP-SERVICR-I", "GT-SERVICR-I", "SERVR-HTTP", "SERVR-GRPC", "SERVR-BASE",
+         "TRACE", "MODEL-MANAGR", "MM-SIZER", "uvicorn.error"),
+        "warning",
+    ),
+    "SERVICR-UTIL": "error",
+}
+
+
 def configure_caikit() -> None:
     """Load runtime_config.yaml (and environment overrides) into caikit's global config."""
     # First Party

@@ -81,6 +81,7 @@ def main() -> int:
             print(err, file=sys.stderr)
             return 2
     common.configure_caikit()
+    quiet_start_up()
     # Imported after configuring caikit: the library reads the config when it is imported.
     # First Party
     from caikit_computer_vision.atomic_dirs import remove_leftovers
@@ -126,6 +127,20 @@ def main() -> int:
     announcer.start()
     serve(args.host)
     return 0
+
+
+def quiet_start_up() -> None:
+    """caikit's start-up chatter from warning up only (common.QUIET_STARTUP_LOG), unless the
+    environment sets the log level or filters."""
+    if {"LOG_LEVEL", "LOG_FILTERS"} & os.environ.keys():
+        return
+    # First Party
+    from caikit.config import get_config
+    import caikit
+
+    filters = ",".join(f"{channel}:{level}" for channel, level in common.QUIET_STARTUP_LOG.items())
+    current = get_config().log.filters
+    caikit.configure(config_dict={"log": {"filters": f"{current},{filters}" if current else filters}})
 
 
 def announce_when_serving(host: str, ports: dict, timeout_s: float = 600.0) -> None:

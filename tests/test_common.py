@@ -46,7 +46,7 @@ def test_readme_test_command_is_what_ci_runs():
     readme_lines = {line.strip() for block in _bash_blocks(readme) for line in block.splitlines()}
     assert "python3 run_tests.py" in readme_lines
     assert "python3 run_tests.py" in ci_commands
-    assert "`.venv/bin/pip install -r requirements-dev.txt`" in readme
+    assert "requirements-dev.lock" in readme and "--require-hashes" in readme
 
 
 def test_readme_names_the_one_command_demo_and_the_scripts():

@@ -41,6 +41,8 @@ from example_tools.workspace import manifest_path
 from vision_client.calls import ProgressLine
 import common
 
+from .readme_shell import bash_commands, readme_section, run_readme_command
+
 DEMO = REPO_ROOT / "demo.py"
 USER_MODEL = "user_model"
 USER_DATA = "my_data"
@@ -283,6 +285,24 @@ def test_client_trains_on_the_users_coco_data(served_workspace):
     assert run.returncode == 0, run.output
     assert f"on train_data/{USER_DATA}/images (1 epochs" in run.stdout
     assert (served_workspace.work_dir / "models" / "from_my_data" / "config.yml").is_file()
+
+
+def test_docs_follow_and_cancel_a_training_over_http(served_workspace):
+    """docs/training.md's three curl calls, as a reader pastes them, on the user's data."""
+    commands = bash_commands(readme_section("### End to end, with your data"))
+    [train] = [command for command in commands if "TransformersObjectDetectorTrain" in command]
+    [follow] = [command for command in commands if command.startswith("curl -s 'http")]
+    [cancel] = [command for command in commands if "-X DELETE" in command]
+
+    def run(command: str) -> dict:
+        result = run_readme_command(command, served_workspace.runtime)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    training_id = run(train)["training_id"]
+    assert run(follow.replace("<training_id>", training_id))["state"] in ("QUEUED", "RUNNING")
+    assert run(cancel.replace("<training_id>", training_id))["state"] == "CANCELED"
+    assert run(follow.replace("<training_id>", training_id))["state"] == "CANCELED"
 
 
 # -- 3. one line instead of a traceback ------------------------------------------------------------
