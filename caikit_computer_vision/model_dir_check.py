@@ -23,7 +23,6 @@ import gc
 import json
 import math
 import os
-import re
 import struct
 import threading
 
@@ -33,7 +32,7 @@ from transformers.utils import CONFIG_NAME, IMAGE_PROCESSOR_NAME, SAFE_WEIGHTS_N
 import torch
 
 # Local
-from .guards.paths import is_inside
+from .guards.paths import client_safe, is_inside
 
 # Bytes per element of each safetensors dtype (the format's spec: huggingface/safetensors).
 SAFETENSORS_DTYPE_BYTES = {
@@ -149,21 +148,11 @@ class FailedLoads:
             self._problems.pop(os.path.abspath(model_dir), None)
 
 
-def without_server_paths(message: str, model_dir: str) -> str:
-    """The first line of ``message`` (transformers' load reports run to pages), with the path of
-    ``model_dir`` (as given, absolute and resolved) left out of every path that it names."""
-    first_line = (message.strip().splitlines() or [""])[0]
-    prefixes = {
-        os.path.normpath(model_dir), os.path.abspath(model_dir), os.path.realpath(model_dir)
-    }
-    for prefix in sorted(prefixes, key=len, reverse=True):
-        # The directory itself becomes ".", a path inside it relative; models/v2 is not models/v.
-        first_line = re.sub(
-            re.escape(prefix) + r"(/|(?![\w-]|\.[\w.-]))",
-            lambda match: "" if match.group(1) else ".",
-            first_line,
-        )
-    return first_line
+def client_message(err: BaseException) -> str:
+    """``err``'s message as a client may read it: its first line (transformers' load reports run
+    to pages), with no server path (``guards.paths.client_safe``)."""
+    lines = str(err).strip().splitlines()
+    return client_safe(lines[0] if lines else type(err).__name__)
 
 
 def release_memory() -> None:

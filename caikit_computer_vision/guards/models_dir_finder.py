@@ -11,7 +11,7 @@ from caikit.core.modules import ModuleConfig
 import alog
 
 # Local
-from ..model_dir_check import links_problem, without_server_paths
+from ..model_dir_check import client_message, links_problem
 from .paths import model_dir_problem
 
 log = alog.use_channel("CCVGUARD")
@@ -59,5 +59,5 @@ class ModelsDirFinder(LocalModelFinder):
         except Exception as err:  # a corrupt config.yml: YAML, key or type errors
             # ValueError: caikit answers NOT_FOUND ("not servable") instead of INTERNAL, and the
             # runtime goes on serving the other models.
-            reason = without_server_paths(str(err), model_path)
+            reason = client_message(err)
             raise ValueError(f"model {name!r} cannot be loaded: config.yml: {reason}") from err

@@ -49,9 +49,9 @@ from ...labelled_images import LabelledImage, load_labelled_images
 from ...model_dir_check import (
     FailedLoads,
     check_model_dir,
+    client_message,
     directory_signature,
     release_memory,
-    without_server_paths,
 )
 from ...torch_device import select_device
 from ...training import fine_tune
@@ -347,7 +347,7 @@ def _read_hf_model(
             hf_dir, local_files_only=True, disable_mmap=True, use_safetensors=True
         )
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
-        problem = without_server_paths(str(err), model_dir)
+        problem = client_message(err)
     else:
         return model, processor, None
     release_memory()
