@@ -8,7 +8,7 @@ uses caikit's public extension points (model finder and trainer in the config, t
 
 # Standard
 from contextlib import contextmanager
-from typing import Iterator, Sequence, Type
+from typing import Callable, Iterator, Optional, Sequence, Type
 import functools
 import uuid
 
@@ -29,16 +29,21 @@ _CAIKIT_GRPC_ADDRESS_PREFIX = "[::]:"
 
 @contextmanager
 def build_servers_with(
-    host: str, interceptors: Sequence[grpc.ServerInterceptor] = ()
+    host: str,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    metrics_server: Optional[Callable[..., object]] = None,
 ) -> Iterator[None]:
-    """While caikit builds its servers: bind ``host`` and put ``interceptors`` in front.
+    """While caikit builds its servers: bind ``host``, put ``interceptors`` in front, and start
+    ``metrics_server`` (called as prometheus_client's ``start_http_server(port, addr=host)``)
+    instead of prometheus_client's.
 
     Replaces, in caikit/runtime/grpc_server.py ``RuntimeGRPCServer.__init__``:
     ``grpc.server(..., interceptors=(PROMETHEUS_METRICS_INTERCEPTOR,))`` (no way to add an
     interceptor) and ``add_insecure_port`` / ``add_secure_port(f"[::]:{port}")`` (every
     interface); in caikit/runtime/server_base.py ``RuntimeServerBase._start_metrics_server``:
-    ``start_http_server(port)`` (every interface). Our interceptors go first, so a call they
-    refuse never reaches the Prometheus interceptor, and leaves no metric label behind.
+    ``start_http_server(port)`` (every interface, a thread per connection, no timeout). Our
+    interceptors go first, so a call they refuse never reaches the Prometheus interceptor, and
+    leaves no metric label behind.
     """
     # First Party
     import caikit.runtime.server_base as server_base
@@ -54,7 +59,9 @@ def build_servers_with(
         return server
 
     grpc.server = grpc_server_on_host
-    server_base.start_http_server = functools.partial(original_metrics_server, addr=host)
+    server_base.start_http_server = functools.partial(
+        metrics_server or original_metrics_server, addr=host
+    )
     try:
         yield
     finally:
@@ -146,3 +153,72 @@ def http_request_class(rpc) -> Type[DataBase]:
 
     name = rpc.request.name + ("HttpRequest" if isinstance(rpc, TaskPredictRPC) else "")
     return DataBase.get_class_for_name(name)
+
+
+def bound_http_connections(http_server, protocol_factory: Callable[..., object]) -> None:
+    """Serve ``http_server``'s connections with ``protocol_factory`` (a uvicorn HTTP protocol).
+
+    caikit/runtime/http_server/http_server.py ``RuntimeHTTPServer.__init__`` builds and loads
+    its ``uvicorn.Config`` itself, from ``runtime.http.server_config``, which can name a
+    protocol class (``http``) but cannot hand it our bounds. uvicorn reads the loaded config's
+    ``http_protocol_class`` when the server starts, so it is set here, in between.
+    """
+    # First Party
+    from caikit.config import get_config
+
+    chosen = (get_config().runtime.http.server_config or {}).get("http")
+    if chosen is not None:
+        raise ValueError(
+            f"runtime.http.server_config.http is {chosen!r}: remove it, this runtime serves "
+            "HTTP with its own bounded protocol (caikit_computer_vision/guards/http_connections.py)"
+        )
+    http_server.server.config.http_protocol_class = protocol_factory
+
+
+def log_http_client_errors_briefly(http_server) -> None:
+    """One WARN line, without a traceback, for each client error (4xx) that caikit's HTTP routes
+    answer; a server fault (5xx) is still logged as caikit logs it, traceback included.
+
+    Replaces caikit/runtime/http_server/http_server.py ``RuntimeHTTPServer._handle_exception``
+    (a staticmethod that every route handler calls as ``self._handle_exception``), which logs
+    every caikit error at ERROR with its traceback (32 lines for a threshold out of range), and
+    the ``RequestValidationError`` handler that ``RuntimeHTTPServer.__init__`` registers
+    (``request_validation_exception_handler``: ERROR with a traceback, and the client's input).
+    The answers stay caikit's: ``{"details", "code", "id"}`` (and ``additional_info``).
+    """
+    # Third Party
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    # First Party
+    from caikit.core.exceptions.caikit_core_exception import CaikitCoreException
+    from caikit.runtime.names import STATUS_CODE_TO_HTTP
+    from caikit.runtime.types.caikit_runtime_exception import CaikitRuntimeException
+
+    caikit_handle_exception = http_server._handle_exception
+
+    def handle_exception(err: Exception) -> Optional[dict]:
+        if isinstance(err, (CaikitCoreException, CaikitRuntimeException)):
+            status = STATUS_CODE_TO_HTTP.get(err.status_code, 500)
+            if status < 500:
+                _log_client_error(status, err.id, err.message)
+                return {"details": err.message, "code": status, "id": err.id}
+        return caikit_handle_exception(err)
+
+    async def request_validation_error(_request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        details = errors[0]["msg"] if errors and "msg" in errors[0] else errors
+        content = {"details": details, "additional_info": errors, "code": 422, "id": uuid.uuid4().hex}
+        _log_client_error(422, content["id"], str(details))
+        return JSONResponse(content=jsonable_encoder(content), status_code=422)
+
+    http_server._handle_exception = handle_exception
+    http_server.app.add_exception_handler(RequestValidationError, request_validation_error)
+
+
+def _log_client_error(status: int, error_id: str, message: str) -> None:
+    # Local
+    from .guards.http_door import printable  # the door imports this module
+
+    log.warning("<CCV84210381W>", "HTTP %d (error %s): %s", status, error_id, printable(message))

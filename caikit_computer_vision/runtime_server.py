@@ -9,6 +9,7 @@ How they are slotted in is in caikit_workarounds.py.
 
 # Standard
 from typing import Dict
+import functools
 
 # First Party
 from caikit.config import get_config
@@ -20,12 +21,21 @@ from caikit.runtime.service_generation.rpcs import ModuleClassTrainRPC, TaskPred
 import alog
 
 # Local
-from .caikit_workarounds import build_servers_with, cancel_running_trainings, http_request_class
+from .caikit_workarounds import (
+    bound_http_connections,
+    build_servers_with,
+    cancel_running_trainings,
+    http_request_class,
+    log_http_client_errors_briefly,
+)
 from .guards.front_door import FrontDoor, grpc_allowlist
 from .guards.grpc_door import GrpcFrontDoor
+from .guards.http_connections import http_protocol
 from .guards.http_door import HttpFrontDoor, http_allowlist
 from .defaults import LIBRARY_CONFIG_KEY
 from .guards.limits import Limits
+from .guards.metrics_server import start_metrics_server
+from .guards.open_files import check_open_files
 
 log = alog.use_channel("CCVSERVE")
 error = error_handler.get(log)
@@ -52,16 +62,20 @@ def serve(host: str = LOOPBACK) -> None:
     runtime = get_config().runtime
     limits = Limits.from_config()
     _check_thread_pool(limits)
+    check_open_files(limits)
     door = FrontDoor(limits, runtime.local_models_dir, lambda: MODEL_MANAGER.get_trainer("default"))
     grpc_door = GrpcFrontDoor(door)
     grpc_server = http_server = None
-    with build_servers_with(host, interceptors=[grpc_door]):
+    metrics_server = functools.partial(start_metrics_server, limits=limits)
+    with build_servers_with(host, interceptors=[grpc_door], metrics_server=metrics_server):
         if runtime.grpc.enabled:
             grpc_server = RuntimeGRPCServer()
         if runtime.http.enabled:
             http_server = RuntimeHTTPServer()
             # uvicorn binds at start-up from its config, so the address can be changed here.
             http_server.server.config.host = host
+            bound_http_connections(http_server, http_protocol(limits))
+            log_http_client_errors_briefly(http_server)
     if grpc_server is None and http_server is None:
         raise ValueError("both runtime.grpc.enabled and runtime.http.enabled are false")
     if grpc_server is not None:

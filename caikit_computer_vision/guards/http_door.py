@@ -1,13 +1,22 @@
 """The HTTP side of the front door: ASGI middleware in front of caikit's FastAPI app.
 
-uvicorn has no body-size limit and caikit's routes read the whole body, so the door reads it
-first, up to ``max_http_body_bytes`` (413 beyond), then checks the route against the allowlist,
-the JSON against the route's request model in pydantic's strict mode (caikit validates in lax
-mode, where ``"0.5"`` and ``true`` are numbers), the model id against ``models/``, and hands the
-body it read to caikit. Refusals have caikit's error shape: ``{"details", "code", "id"}``.
+uvicorn has no body-size limit or timeout and caikit's routes read the whole body, so the door
+checks the route against the allowlist, then reads the body first: up to ``max_http_body_bytes``
+(413 beyond), within ``http_body_timeout_s`` (408 after), and at most
+``max_concurrent_http_bodies`` at once (a request with a body waits for its turn before any of
+it is read, and keeps it until it is answered, so that only that many bodies are in memory).
+Then, on a thread so that the event loop keeps answering (health checks), it checks the JSON
+against the route's request model in pydantic's strict mode (caikit validates in lax mode, where
+``"0.5"`` and ``true`` are numbers) and the model id against ``models/``, and hands the body it
+read to caikit. Refusals have caikit's error shape: ``{"details", "code", "id"}``; one sent
+before the whole body was read closes the connection, so that its client cannot keep sending.
+The client's path is logged and quoted escaped (``printable``): it is percent-decoded, and may
+hold control characters.
 """
 
 # Standard
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Dict, List, Optional, Tuple
 import asyncio
@@ -24,12 +33,18 @@ from caikit.runtime import names
 import alog
 
 # Local
+from ..defaults import LIBRARY_CONFIG_KEY
 from .front_door import FrontDoor, Kind, Refusal
 
 log = alog.use_channel("CCVDOOR")
 
 TRANSPORT = "HTTP"
-BODY_KEY = "caikit_computer_vision.max_http_body_bytes"
+BODY_KEY = f"{LIBRARY_CONFIG_KEY}.max_http_body_bytes"
+BODY_TIMEOUT_KEY = f"{LIBRARY_CONFIG_KEY}.http_body_timeout_s"
+# Routes whose body is JSON that the door parses and checks.
+JSON_KINDS = (Kind.PREDICT, Kind.TRAIN, Kind.DEPLOY)
+# How much of a client's text (the path) a log line or an answer quotes.
+_PRINTABLE_CHARS = 256
 # The most of a too-big body the door reads (and drops) before it answers 413.
 _DISCARD_BYTES = 256 * 1024 * 1024
 _DISCARD_IDLE_S = 1.0
@@ -72,6 +87,17 @@ class _Refused(Exception):
         self.content = content
 
 
+def printable(text: str) -> str:
+    r"""``text`` as a log line or a message may quote it: with control and other non-printable
+    characters escaped as Python escapes them (``\x1b``, ``\r``, ``\n``, ``\x00``, and a
+    backslash as ``\\``), cut to a few hundred characters."""
+    if not text.isprintable() or "\\" in text:
+        text = text.encode("unicode_escape").decode("ascii")
+    if len(text) <= _PRINTABLE_CHARS:
+        return text
+    return f"{text[:_PRINTABLE_CHARS]}... ({len(text)} chars)"
+
+
 class HttpFrontDoor:
     """ASGI middleware: ``app.add_middleware(HttpFrontDoor, door=..., allowed=...)``."""
 
@@ -79,25 +105,48 @@ class HttpFrontDoor:
         self.app = app
         self.door = door
         self.allowed = allowed
+        slots = door.limits.http_bodies
+        self._body_slots = asyncio.Semaphore(slots)
+        # JSON parsing and strict validation of a 32 MiB body take a quarter of a second or
+        # more: off the event loop, one thread per body slot.
+        self._checkers = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="ccv-http-body")
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        what = f"{scope['method']} {scope['path']}"
+        what = f"{scope['method']} {printable(scope['path'])}"
+        route = self.allowed.get((scope["method"], scope["path"]))
+        refusal = (
+            Refusal(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not served by this runtime")
+            if route is None
+            else self.door.gate_refusal(route.kind, what)
+        )
+        if refusal is not None:
+            self.door.refused(TRANSPORT, what, refusal)
+            status = refusal.http_status
+            # Its body is not read: close, or the client could keep sending it.
+            await _respond(send, status, _error(status, refusal.message), close=_has_body(scope))
+            return
+        async with self._body_slots if _has_body(scope) else nullcontext():
+            await self._serve(what, route, scope, receive, send)
+
+    async def _serve(self, what: str, route: Route, scope, receive, send) -> None:
+        """Read and check the body, then hand the request to caikit."""
         try:
-            route = self.allowed.get((scope["method"], scope["path"]))
-            if route is None:
-                raise self._refusal(what, Refusal(
-                    grpc.StatusCode.UNIMPLEMENTED, f"{what} is not served by this runtime"
-                ))
-            self._check(what, self.door.gate_refusal(route.kind, what))
             body = await self._read_body(what, scope, receive)
-            self._check(what, self._request_refusal(what, route, scope, body))
+            if route.kind in JSON_KINDS:
+                refusal = await asyncio.get_running_loop().run_in_executor(
+                    self._checkers, self._request_refusal, what, route, scope, body
+                )
+            else:
+                refusal = self._request_refusal(what, route, scope, body)
+            self._check(what, refusal)
         except _Refused as refused:
             if refused.status == 413:
-                await _discard_body(receive)
-            await _respond(send, refused.status, refused.content)
+                await _discard_body(receive, self.door.limits.http_body_timeout_s)
+            # A body not read to its end: close, or the client could keep sending it.
+            await _respond(send, refused.status, refused.content, close=refused.status in (408, 413))
             return
 
         replay = _replaying(body, receive)
@@ -118,7 +167,7 @@ class HttpFrontDoor:
             return self.door.training_id_refusal(_single(query.get("training_id")))
         if route.kind is Kind.UNDEPLOY:
             return self.door.id_refusal(_single(query.get("model_id")))
-        if route.kind not in (Kind.PREDICT, Kind.TRAIN, Kind.DEPLOY):
+        if route.kind not in JSON_KINDS:
             return None
         content = self._json(what, scope, body)
         if route.request_model is not None:
@@ -145,6 +194,8 @@ class HttpFrontDoor:
             content = json.loads(body)
         except ValueError as err:
             raise self._failed(what, 422, f"the body is not valid JSON: {err}")
+        except RecursionError:
+            raise self._failed(what, 422, "the body's JSON is nested too deeply: send the request's fields as they are")
         if not isinstance(content, dict):
             raise self._failed(what, 422, "the body must be a JSON object")
         return content
@@ -170,10 +221,21 @@ class HttpFrontDoor:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise self._too_big(what, int(declared))
+        timeout_s = self.door.limits.http_body_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         chunks: List[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise self._failed(
+                    what,
+                    408,
+                    f"the request body did not arrive within {timeout_s} s ({BODY_TIMEOUT_KEY}): "
+                    "send it at once, or a smaller one",
+                )
             if message["type"] == "http.disconnect":
                 break
             chunk = message.get("body", b"")
@@ -203,14 +265,18 @@ class HttpFrontDoor:
         return _Refused(refusal.http_status, _error(refusal.http_status, refusal.message))
 
 
-async def _discard_body(receive) -> None:
+async def _discard_body(receive, timeout_s: float) -> None:
     """Read and drop the rest of a refused body, so that the client, still sending, reads the
-    413 instead of a reset connection: at most ``_DISCARD_BYTES``, and only while the client
-    keeps sending (a client that waits for the answer first gets it after ``_DISCARD_IDLE_S``)."""
+    413 instead of a reset connection: at most ``_DISCARD_BYTES`` within ``timeout_s``, and only
+    while the client keeps sending (a client that waits for the answer first gets it after
+    ``_DISCARD_IDLE_S``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     discarded = 0
     while discarded < _DISCARD_BYTES:
+        wait_s = min(_DISCARD_IDLE_S, deadline - loop.time())
         try:
-            message = await asyncio.wait_for(receive(), _DISCARD_IDLE_S)
+            message = await asyncio.wait_for(receive(), max(0.0, wait_s))
         except asyncio.TimeoutError:
             return
         discarded += len(message.get("body", b""))
@@ -226,13 +292,17 @@ def _error(status: int, details: str) -> dict:
     return {"details": details, "code": status, "id": uuid.uuid4().hex}
 
 
-async def _respond(send, status: int, content: dict) -> None:
+def _has_body(scope) -> bool:
+    headers = dict(scope["headers"])
+    return b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
+
+
+async def _respond(send, status: int, content: dict, close: bool = False) -> None:
     body = json.dumps(content).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-    })
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
