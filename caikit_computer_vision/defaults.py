@@ -51,9 +51,11 @@ MAX_IMAGE_SCANS: int = 64
 MAX_IMAGE_CHUNKS: int = 10_000
 
 # Image formats accepted by default (Pillow's names): the default of
-# caikit_computer_vision.image_formats. What cameras, browsers and scanners produce; each has a
-# pixel check before decoding in images.py (ICO can be switched on; nothing else can).
-DEFAULT_IMAGE_FORMATS: Tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# caikit_computer_vision.image_formats. What cameras, phones and browsers send. GIF, BMP, TIFF
+# and ICO can be switched on (each has the same checks before decoding in images.py); they are
+# off because no client of the example sends them, and they are where Pillow decodes in Python
+# (GIF blocks, BMP RLE) or through libtiff's many codecs into 16-bit and float pixels.
+DEFAULT_IMAGE_FORMATS: Tuple[str, ...] = ("JPEG", "PNG", "WEBP")
 
 # Most boxes one image of a training set may carry: the default of
 # caikit_computer_vision.max_boxes_per_image. The training loss matches every box against every

@@ -45,6 +45,25 @@ def progressive_jpeg_scan_bomb(side: int = 6000, repeats: int = 1000) -> bytes:
     raise AssertionError("Pillow wrote a progressive JPEG without an AC scan")
 
 
+def count_jpeg_scans(data: bytes) -> int:
+    """How many scans (SOS segments) the JPEG ``data`` holds."""
+    return sum(1 for _ in _jpeg_scans(data))
+
+
+def jpeg_with_many_segments(count: int = 1_000_000, stray_bytes: int = 0) -> bytes:
+    """A 16 x 16 JPEG with ``count`` empty comment segments and ``stray_bytes`` zero bytes
+    before its first scan.
+
+    Pillow's JPEG parser reads each segment before the first scan in Python, and steps over a
+    stray byte one at a time: 4 bytes a segment, 1 a stray byte.
+    """
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 150)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    first_scan = data.index(_SOS)
+    return data[:2] + b"\xff\xfe\x00\x02" * count + data[2:first_scan] + bytes(stray_bytes) + data[first_scan:]
+
+
 def _jpeg_scans(data: bytes):
     """(start, end) of each scan: its SOS segment and the entropy-coded data that follows."""
     position = 2  # after SOI
@@ -170,3 +189,77 @@ def elongated_png(width: int = 1, height: int = 40_000_000) -> bytes:
     that again.
     """
     return png_from_rows(width, height, bytes(index & 0xFF for index in range(width)))
+
+
+def gif_with_long_comment(sub_blocks: int = 100_000) -> bytes:
+    """A 16 x 16 GIF whose comment is ``sub_blocks`` sub-blocks of 255 bytes.
+
+    Pillow joins a comment by copying what it has read so far once a sub-block, so its time
+    grows with the square of the comment's length (and each sub-block is a step in Python).
+    """
+    buffer = io.BytesIO()
+    Image.new("P", (16, 16), 1).save(buffer, "GIF")
+    data = buffer.getvalue()
+    flags = data[10]
+    after_palette = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    comment = b"\x21\xfe" + (b"\xff" + b"c" * 255) * sub_blocks + b"\x00"
+    return data[:after_palette] + comment + data[after_palette:]
+
+
+def tiff_with_many_strips(strips: int = 1_000_000) -> bytes:
+    """An uncompressed grey TIFF of 1 x ``strips`` pixels, one row a strip, stored last first.
+
+    Pillow reads a number per strip offset and per strip size into Python ints, and decodes each
+    strip of an uncompressed image as a tile of its own unless they follow each other in the
+    file: time and memory grow with ``strips``.
+    """
+    entries = 8
+    offsets_at = 8 + 2 + 12 * entries + 4
+    counts_at = offsets_at + 4 * strips
+    pixels_at = counts_at + 4 * strips
+    directory = struct.pack("<H", entries) + b"".join(
+        struct.pack("<HHII", tag, kind, count, value)
+        for tag, kind, count, value in (  # types 3 SHORT, 4 LONG (a SHORT value left-aligned)
+            (256, 4, 1, 1),  # ImageWidth
+            (257, 4, 1, strips),  # ImageLength
+            (258, 3, 1, 8),  # BitsPerSample
+            (259, 3, 1, 1),  # Compression: none
+            (262, 3, 1, 1),  # PhotometricInterpretation: black is zero
+            (273, 4, strips, offsets_at),  # StripOffsets
+            (278, 4, 1, 1),  # RowsPerStrip
+            (279, 4, strips, counts_at),  # StripByteCounts
+        )
+    ) + struct.pack("<I", 0)
+    offsets = np.arange(pixels_at + strips - 1, pixels_at - 1, -1, dtype="<u4")
+    pixels = (np.arange(strips, dtype=np.uint32) & 0xFF).astype(np.uint8)[::-1]
+    counts = np.ones(strips, dtype="<u4")
+    return b"II*\x00" + struct.pack("<I", 8) + directory + offsets.tobytes() + counts.tobytes() + pixels.tobytes()
+
+
+def webp_with_many_chunks(count: int = 1_000_000) -> bytes:
+    """A 16 x 16 extended WebP (it carries EXIF) followed by ``count`` empty unknown chunks,
+    which a decoder must walk and skip (8 bytes each)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 150)).save(buffer, "WEBP", exif=Image.Exif().tobytes())
+    body = buffer.getvalue()[12:] + b"XTRA\x00\x00\x00\x00" * count
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body
+
+
+def ico_with_many_frames(count: int = 65_535) -> bytes:
+    """An icon whose directory lists ``count`` frames, all the same 16 x 16 PNG.
+
+    Pillow reads and sorts every directory entry before it decodes the largest frame.
+    """
+    frame = png_from_rows(16, 16, bytes(range(0, 256, 16)))
+    directory = struct.pack("<HHH", 0, 1, count)
+    offset = len(directory) + 16 * count
+    entry = struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(frame), offset)
+    return directory + entry * count + frame
+
+
+def bmp_rle4(width: int = 4000, height: int = 4000) -> bytes:
+    """A 4-bit BMP compressed with RLE4 in runs of one pixel (see ``bmp_rle8``)."""
+    data = bytearray(bmp_rle8(width, height))
+    struct.pack_into("<HI", data, 28, 4, 2)  # 4 bits a pixel, RLE4
+    struct.pack_into("<I", data, 46, 16)  # colours in the palette
+    return bytes(data)

@@ -3,7 +3,8 @@ before a pixel is decoded, containers (ICO) and multi-frame files included.
 
 The files are real bytes, each a small file declaring a huge image (a real, decodable one where
 that is cheap to write). Unit tests call images.py; the runtime tests send the same bytes to a
-runtime that also accepts ICO, and measure its memory.
+runtime that accepts every format (GIF, BMP, TIFF and ICO are off by default), and measure its
+memory.
 """
 
 # Standard
@@ -20,12 +21,13 @@ import pytest
 
 # Local
 from caikit_computer_vision import images
-from caikit_computer_vision.defaults import DEFAULT_IMAGE_FORMATS, MAX_IMAGE_PIXELS
+from caikit_computer_vision.defaults import MAX_IMAGE_PIXELS
 from caikit_computer_vision.images import ImageLimits, decode_image
 
 from .served_example import serve_example
 
-WITH_ICO = ImageLimits(formats=DEFAULT_IMAGE_FORMATS + ("ICO",))
+# Every format images.py checks, ICO included: GIF, BMP and TIFF are off by default too.
+EVERY_FORMAT = ImageLimits(formats=images.CHECKED_FORMATS)
 # The most a refused bomb may add to a process's peak memory (a decoded one adds 100s of MB).
 MAX_GROWTH_MB = 30
 
@@ -247,7 +249,7 @@ def test_bomb_is_refused_before_decoding(name):
 
     def refuse():
         with pytest.raises(ValueError, match=f"over the limit of {MAX_IMAGE_PIXELS}"):
-            decode_image(data, WITH_ICO)
+            decode_image(data, EVERY_FORMAT)
 
     assert peak_growth_mb(refuse) < MAX_GROWTH_MB
 
@@ -264,7 +266,13 @@ def test_ico_is_not_accepted_by_default():
         decode_image(ico_png_bomb(), ImageLimits())
     message = str(refused.value)
     assert "in ICO format, which this runtime does not accept" in message
-    assert "send the bytes of a JPEG, PNG, WEBP, GIF, BMP or TIFF image" in message
+    assert "send the bytes of a JPEG, PNG or WEBP image" in message
+
+
+@pytest.mark.parametrize("name", ["gif-animation", "bmp", "tiff-3-pages"])
+def test_formats_no_client_of_the_example_sends_are_off_by_default(name):
+    with pytest.raises(ValueError, match="which this runtime does not accept"):
+        decode_image(VALID[name](), ImageLimits())
 
 
 def test_a_format_outside_the_list_names_the_accepted_ones():
@@ -279,13 +287,13 @@ def test_a_format_can_be_switched_off():
 
 @pytest.mark.parametrize("name", VALID)
 def test_valid_image_of_each_format_decodes_its_first_frame(name):
-    image = decode_image(VALID[name](), ImageLimits())
+    image = decode_image(VALID[name](), EVERY_FORMAT)
     assert image.mode == "RGB" and image.size == (40, 30)
 
 
 def test_a_valid_icon_decodes_when_ico_is_accepted():
     icon = ico_wrapping(blank_png(48, 48, color_type=2, bit_depth=8))
-    image = decode_image(icon, WITH_ICO)
+    image = decode_image(icon, EVERY_FORMAT)
     assert image.mode == "RGB" and image.size == (48, 48)
 
 
@@ -293,9 +301,9 @@ def test_a_huge_later_frame_is_never_decoded():
     data = gif_second_frame_declaring(BOMB_SIDE, BOMB_SIDE)
     image = Image.open(io.BytesIO(data))
     assert image.n_frames == 2  # both frames are there
-    growth = peak_growth_mb(lambda: decode_image(data, ImageLimits()))
+    growth = peak_growth_mb(lambda: decode_image(data, EVERY_FORMAT))
     assert growth < MAX_GROWTH_MB
-    assert decode_image(data, ImageLimits()).size == (16, 16)
+    assert decode_image(data, EVERY_FORMAT).size == (16, 16)
 
 
 @pytest.mark.parametrize(
@@ -304,14 +312,14 @@ def test_a_huge_later_frame_is_never_decoded():
 )
 def test_an_icon_frame_without_a_header_is_refused(frame, reason):
     with pytest.raises(ValueError, match=reason):
-        decode_image(ico_wrapping(frame), WITH_ICO)
+        decode_image(ico_wrapping(frame), EVERY_FORMAT)
 
 
 @pytest.mark.parametrize("length", [4, 6 + 8, 6 + 16, 6 + 16 + 20])
 def test_a_truncated_icon_is_refused(length):
     icon = ico_wrapping(blank_png(48, 48, color_type=2, bit_depth=8))
     with pytest.raises(ValueError, match="ICO file|not a complete image"):
-        decode_image(icon[:length], WITH_ICO)
+        decode_image(icon[:length], EVERY_FORMAT)
 
 
 @pytest.mark.parametrize("name", VALID)
@@ -320,7 +328,7 @@ def test_the_first_bytes_of_any_image_are_refused_as_a_value_error(name):
     data = VALID[name]()
     for length in range(1, 33):
         with pytest.raises(ValueError, match="not a complete image|pixels"):
-            decode_image(data[:length], WITH_ICO)
+            decode_image(data[:length], EVERY_FORMAT)
 
 
 @pytest.mark.parametrize(
@@ -347,12 +355,12 @@ def test_config_values_are_read(monkeypatch):
     assert ImageLimits.from_config() == ImageLimits()
 
 
-# -- through a runtime that also accepts ICO ---------------------------------------------------
+# -- through a runtime that accepts every format -----------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, saved_model_dir):
-    formats = ",".join(DEFAULT_IMAGE_FORMATS + ("ICO",))
+    formats = ",".join(images.CHECKED_FORMATS)
     with serve_example(
         tmp_path_factory.mktemp("formats"),
         saved_model_dir,
