@@ -110,7 +110,8 @@ def wait_for_training(
 ) -> TrainingOutcome:
     """Poll GetTrainingStatus until the training ends; raise TrainingFailed unless COMPLETED.
 
-    ``progress`` (default: one on stdout) shows the state and the seconds so far.
+    ``progress`` (default: one on stdout) shows the state and the seconds so far. Ctrl-C
+    (KeyboardInterrupt) ends the progress line and is raised on: the caller cancels.
     """
     progress = progress or ProgressLine()
     management = stubs.training_management.TrainingManagementStub(channel)
@@ -118,7 +119,11 @@ def wait_for_training(
     state_name = stubs.job_status.JobStatus.Name
     started = time.monotonic()
     while True:
-        response = management.GetTrainingStatus(request)
+        try:
+            response = management.GetTrainingStatus(request)
+        except KeyboardInterrupt:
+            progress.finish(f"  training {training_id}: interrupted")
+            raise
         state = state_name(response.state)
         now = time.monotonic()
         if state in _FINISHED:
@@ -131,7 +136,11 @@ def wait_for_training(
                 f"training {training_id} still {state} after {timeout_s:.0f} s; "
                 "raise --timeout or lower --num-epochs"
             )
-        time.sleep(poll_interval_s)
+        try:
+            time.sleep(poll_interval_s)
+        except KeyboardInterrupt:
+            progress.finish(f"  training {training_id}: interrupted after {now - started:.0f} s")
+            raise
     if state != "COMPLETED":
         reasons = "; ".join(response.reasons) or "no reason given"
         raise TrainingFailed(f"training {training_id} ended {state}: {reasons}")

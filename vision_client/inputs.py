@@ -21,8 +21,13 @@ def image_problem(path: str, flag: str = "--image") -> Optional[str]:
     try:
         with Image.open(image_path) as image:
             image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        return f"{flag} {path} is not an image Pillow can read ({err.__class__.__name__}): pass a JPEG or PNG"
+    except (
+        UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError
+    ) as err:
+        return (
+            f"{flag} {path} is not an image Pillow can read ({err.__class__.__name__}): "
+            "pass a JPEG or PNG"
+        )
     return None
 
 
