@@ -182,6 +182,9 @@ class TransformersObjectDetector(ModuleBase):
         image = load_image(inputs, self.image_limits)  # fit_for_processor converts it
         width, height = image.size
         fitted = fit_for_processor(image, self.longest_edge, self.max_aspect_ratio)
+        # A 16-bit or float image was copied to RGB: its decoded pixels (up to 160 MB) need not
+        # live through the processor's arrays.
+        del image
 
         with torch.inference_mode():
             encoded = self.processor(images=fitted.image, return_tensors="pt")
