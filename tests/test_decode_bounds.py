@@ -15,6 +15,7 @@ import sys
 
 # Third Party
 from PIL import Image
+import grpc
 import pytest
 
 # Local
@@ -24,6 +25,7 @@ from caikit_computer_vision.images import ImageLimits, decode_image
 from example_tools import hostile_images
 
 from .conftest import noise_image
+from .served_example import assert_serves_normally, predict_status
 from .test_image_formats import EVERY_FORMAT, MAX_GROWTH_MB, ico_wrapping, peak_growth_mb
 
 # -- JPEG scans --------------------------------------------------------------------------------
@@ -63,6 +65,21 @@ def test_only_the_scans_of_the_first_image_count():
     data = data[:2] + b"\xff\xef" + (len(segment) + 2).to_bytes(2, "big") + segment + data[2:] + bomb
     image = decode_image(data, ImageLimits(max_scans=scans))
     assert image.size == (256, 192)
+
+
+def test_the_runtime_refuses_the_issues_scan_bomb_at_once(served):
+    """Through runtime_config.yaml's limits: the issue's bomb (223 kB, ~14 s of a core on the
+    issue's machine) is INVALID_ARGUMENT before decoding, and the runtime serves on."""
+    data = hostile_images.progressive_jpeg_scan_bomb(side=6000, repeats=1000)
+    answers = []
+    growth = peak_growth_mb(
+        lambda: answers.append(predict_status(served.predict, data)), str(served.runtime.process.pid)
+    )
+    code, details, _ = answers[0]
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    assert f"more than {MAX_IMAGE_SCANS} scans" in details and "max_image_scans" in details
+    assert growth < MAX_GROWTH_MB, f"runtime peak RSS +{growth:.0f} MB"
+    assert_serves_normally(served)
 
 
 # -- chunks, segments and blocks ---------------------------------------------------------------
