@@ -21,7 +21,7 @@ never more than the limits' worth of steps) and refused when it holds more than
 ``caikit_computer_vision.max_image_scans`` JPEG scans (libjpeg passes over the whole image once
 a scan), more than ``max_image_chunks`` chunks, segments or blocks (Pillow reads each in Python),
 or a BMP compressed with RLE (decoded in Python, a step a run). After decoding, 16-bit and float
-images are scaled to 8 bits a band of rows at a time, and ``fit_for_processor`` shrinks an
+images are scaled to 8 bits a tile at a time, and ``fit_for_processor`` shrinks an
 over-elongated image before it converts it to RGB, so that no full-size copy is made that the
 model does not need.
 """
@@ -471,7 +471,8 @@ def _check_bmp_work(data: bytes, limits: ImageLimits) -> None:
 def _check_icon_work(data: bytes, limits: ImageLimits) -> None:
     """Every frame of an icon: Pillow decodes the largest inside ``Image.open`` itself."""
     header = data[: _ICON_DIRECTORY.size]
-    if len(header) == _ICON_DIRECTORY.size and _ICON_DIRECTORY.unpack(header)[2] > limits.max_chunks:
+    frames = _ICON_DIRECTORY.unpack(header)[2] if len(header) == _ICON_DIRECTORY.size else 0
+    if frames > limits.max_chunks:
         _refuse_chunks("an ICO file of", "frames", limits)
     for width, height, offset in _icon_frames(data):
         _check_pixels(width, height, limits, "the icon holds a frame of")

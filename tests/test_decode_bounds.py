@@ -62,7 +62,8 @@ def test_only_the_scans_of_the_first_image_count():
     assert data.count(b"\xff\x00") > 10 and data.count(b"\xff\xd0") > 1  # what is skipped
     segment = b"\xff\xda" * 1000  # an application segment full of scan markers
     bomb = hostile_images.progressive_jpeg_scan_bomb(side=16, repeats=100)
-    data = data[:2] + b"\xff\xef" + (len(segment) + 2).to_bytes(2, "big") + segment + data[2:] + bomb
+    application = b"\xff\xef" + (len(segment) + 2).to_bytes(2, "big") + segment
+    data = data[:2] + application + data[2:] + bomb
     image = decode_image(data, ImageLimits(max_scans=scans))
     assert image.size == (256, 192)
 
@@ -72,9 +73,8 @@ def test_the_runtime_refuses_the_issues_scan_bomb_at_once(served):
     issue's machine) is INVALID_ARGUMENT before decoding, and the runtime serves on."""
     data = hostile_images.progressive_jpeg_scan_bomb(side=6000, repeats=1000)
     answers = []
-    growth = peak_growth_mb(
-        lambda: answers.append(predict_status(served.predict, data)), str(served.runtime.process.pid)
-    )
+    pid = str(served.runtime.process.pid)
+    growth = peak_growth_mb(lambda: answers.append(predict_status(served.predict, data)), pid)
     code, details, _ = answers[0]
     assert code == grpc.StatusCode.INVALID_ARGUMENT, details
     assert f"more than {MAX_IMAGE_SCANS} scans" in details and "max_image_scans" in details
@@ -165,7 +165,8 @@ def test_bmp_rle_is_refused_even_when_bmp_is_switched_on(make, codec):
 SLACK_MB = 32
 _DECODE_LIKE_RUN = """
 import pathlib, sys
-from caikit_computer_vision.images import CHECKED_FORMATS, ImageLimits, fit_for_processor, load_image
+from caikit_computer_vision.images import CHECKED_FORMATS, ImageLimits
+from caikit_computer_vision.images import fit_for_processor, load_image
 data = pathlib.Path(sys.argv[1]).read_bytes()
 def status_mb(field):
     for line in open("/proc/self/status"):

@@ -23,6 +23,7 @@ import pytest
 from caikit_computer_vision import images
 from caikit_computer_vision.defaults import MAX_IMAGE_PIXELS
 from caikit_computer_vision.images import ImageLimits, decode_image
+from example_tools.hostile_images import png_chunk
 
 from .served_example import serve_example
 
@@ -35,10 +36,6 @@ MAX_GROWTH_MB = 30
 # -- files declaring huge images -------------------------------------------------------------
 
 
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
 def blank_png(width: int, height: int, color_type: int = 0, bit_depth: int = 1) -> bytes:
     """A whole, decodable PNG of zeros, compressed row by row (never held in memory whole)."""
     channels = {0: 1, 2: 3, 6: 4}[color_type]
@@ -48,9 +45,9 @@ def blank_png(width: int, height: int, color_type: int = 0, bit_depth: int = 1) 
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", pixels)
-        + _png_chunk(b"IEND", b"")
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", pixels)
+        + png_chunk(b"IEND", b"")
     )
 
 

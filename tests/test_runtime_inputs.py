@@ -21,6 +21,7 @@ import pytest
 
 # Local
 from caikit_computer_vision.defaults import MAX_IMAGE_PIXELS
+from example_tools.hostile_images import png_chunk
 
 from .conftest import encode_image, noise_image
 from .test_image_formats import ico_png_bomb
@@ -48,10 +49,6 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
 def black_1_bit_png(width: int, height: int) -> bytes:
     """A complete, decodable 1-bit PNG, written row by row (Pillow would hold a byte a pixel)."""
     row = b"\x00" * (1 + (width + 7) // 8)  # filter type 0, then the packed pixels
@@ -60,9 +57,9 @@ def black_1_bit_png(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
     return (
         b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", pixels)
-        + _png_chunk(b"IEND", b"")
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", pixels)
+        + png_chunk(b"IEND", b"")
     )
 
 
@@ -70,7 +67,7 @@ def png_with_empty_ihdr_chunk() -> bytes:
     """A PNG with a second, empty IHDR before IEND: Pillow's load() raises a bare ValueError."""
     png = encode_image(noise_image(24, 16), "PNG")
     iend = png.rindex(b"IEND") - 4  # the chunk starts with its 4-byte length
-    return png[:iend] + _png_chunk(b"IHDR", b"") + png[iend:]
+    return png[:iend] + png_chunk(b"IHDR", b"") + png[iend:]
 
 
 def random_bytes(size: int) -> bytes:
