@@ -222,3 +222,28 @@ def _log_client_error(status: int, error_id: str, message: str) -> None:
     from .guards.http_door import printable  # the door imports this module
 
     log.warning("<CCV84210381W>", "HTTP %d (error %s): %s", status, error_id, printable(message))
+
+
+def take_validated_http_requests(scope_key: str) -> None:
+    """caikit's HTTP routes take the request model that the front door left in the request's
+    ASGI scope under ``scope_key``, instead of parsing the body again on the event loop.
+
+    Replaces caikit/runtime/http_server/pydantic_wrapper.py ``pydantic_from_request`` where
+    caikit/runtime/http_server/http_server.py's route handlers call it (a global of that
+    module): ``pydantic_model.model_validate_json(await request.body())``, on the event loop, a
+    second copy of a body of up to 32 MiB. The door (guards/http_door.py) validated the same body
+    with the same pydantic model, strictly, on a thread; a request it left no model for goes to
+    caikit's function as before.
+    """
+    # First Party
+    import caikit.runtime.http_server.http_server as caikit_http_server
+
+    caikit_pydantic_from_request = caikit_http_server.pydantic_from_request
+
+    async def pydantic_from_request(pydantic_model, request):
+        validated = request.scope.get(scope_key)
+        if type(validated) is pydantic_model:
+            return validated
+        return await caikit_pydantic_from_request(pydantic_model, request)
+
+    caikit_http_server.pydantic_from_request = pydantic_from_request

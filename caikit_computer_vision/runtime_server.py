@@ -27,11 +27,12 @@ from .caikit_workarounds import (
     cancel_running_trainings,
     http_request_class,
     log_http_client_errors_briefly,
+    take_validated_http_requests,
 )
 from .guards.front_door import FrontDoor, grpc_allowlist
 from .guards.grpc_door import GrpcFrontDoor
 from .guards.http_connections import http_protocol
-from .guards.http_door import HttpFrontDoor, http_allowlist
+from .guards.http_door import VALIDATED_REQUEST, HttpFrontDoor, http_allowlist
 from .defaults import LIBRARY_CONFIG_KEY
 from .guards.limits import Limits
 from .guards.metrics_server import start_metrics_server
@@ -76,6 +77,7 @@ def serve(host: str = LOOPBACK) -> None:
             http_server.server.config.host = host
             bound_http_connections(http_server, http_protocol(limits))
             log_http_client_errors_briefly(http_server)
+            take_validated_http_requests(VALIDATED_REQUEST)
     if grpc_server is None and http_server is None:
         raise ValueError("both runtime.grpc.enabled and runtime.http.enabled are false")
     if grpc_server is not None:

@@ -41,6 +41,8 @@ log = alog.use_channel("CCVDOOR")
 TRANSPORT = "HTTP"
 BODY_KEY = f"{LIBRARY_CONFIG_KEY}.max_http_body_bytes"
 BODY_TIMEOUT_KEY = f"{LIBRARY_CONFIG_KEY}.http_body_timeout_s"
+# Where the door leaves the request model it validated, in the request's ASGI scope.
+VALIDATED_REQUEST = f"{LIBRARY_CONFIG_KEY}.validated_request"
 # Routes whose body is JSON that the door parses and checks.
 JSON_KINDS = (Kind.PREDICT, Kind.TRAIN, Kind.DEPLOY)
 # How much of a client's text (the path) a log line or an answer quotes.
@@ -169,11 +171,17 @@ class HttpFrontDoor:
             return self.door.id_refusal(_single(query.get("model_id")))
         if route.kind not in JSON_KINDS:
             return None
-        content = self._json(what, scope, body)
+        self._check_content_type(what, scope)
         if route.request_model is not None:
-            self._validate_strictly(what, route.request_model, body)
-        if route.kind is Kind.PREDICT:
-            return self.door.served_model_refusal(content.get(names.MODEL_ID))
+            # caikit's route takes this instead of parsing the body again on the event loop
+            # (caikit_workarounds.py ``take_validated_http_requests``).
+            request = scope[VALIDATED_REQUEST] = self._validate_strictly(
+                what, route.request_model, body
+            )
+            if route.kind is Kind.PREDICT:
+                return self.door.served_model_refusal(getattr(request, names.MODEL_ID, None))
+            return None
+        content = self._json(what, body)
         if route.kind is Kind.DEPLOY:
             files = content.get("model_files") or []
             if not isinstance(files, list) or not all(
@@ -186,29 +194,32 @@ class HttpFrontDoor:
             return self.door.deploy_refusal(content.get(names.MODEL_ID), [f["filename"] for f in files])
         return None
 
-    def _json(self, what: str, scope, body: bytes) -> dict:
+    def _check_content_type(self, what: str, scope) -> None:
         content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
         if content_type.split(";")[0].strip().lower() != "application/json":
             raise self._failed(what, 415, "send the body as JSON (Content-Type: application/json)")
+
+    def _json(self, what: str, body: bytes) -> dict:
         try:
             content = json.loads(body)
         except ValueError as err:
             raise self._failed(what, 422, f"the body is not valid JSON: {err}")
         except RecursionError:
-            raise self._failed(what, 422, "the body's JSON is nested too deeply: send the request's fields as they are")
+            raise self._failed(what, 422, "the body is not valid JSON: it is nested too deeply")
         if not isinstance(content, dict):
             raise self._failed(what, 422, "the body must be a JSON object")
         return content
 
-    def _validate_strictly(self, what: str, request_model: type, body: bytes) -> None:
-        """caikit's own request model, strict: numbers are numbers, booleans are booleans."""
+    def _validate_strictly(self, what: str, request_model: type, body: bytes) -> pydantic.BaseModel:
+        """caikit's own request model, strict: numbers are numbers, booleans are booleans. Not
+        JSON, or nested deeper than pydantic parses, is "Invalid JSON: ..."."""
         try:
-            request_model.model_validate_json(body, strict=True)
+            return request_model.model_validate_json(body, strict=True)
         except pydantic.ValidationError as err:
             errors = err.errors(include_url=False, include_context=False, include_input=False)
             first = errors[0] if errors else {"loc": (), "msg": str(err)}
             where = ".".join(str(part) for part in first["loc"])
-            refused = self._failed(what, 422, f"{where}: {first['msg']}")
+            refused = self._failed(what, 422, f"{where}: {first['msg']}" if where else first["msg"])
             refused.content["additional_info"] = errors
             raise refused
 
