@@ -11,8 +11,6 @@ from typing import List, Optional
 import argparse
 import os
 import sys
-import threading
-import time
 
 # OpenMP reads this when torch loads: with caikit_computer_vision.torch_threads above 1, idle
 # worker threads sleep instead of spinning, which on a machine with other work made training
@@ -21,6 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Local
 import common  # noqa: E402  (first: outside .venv it exits with one line that says what to do)
+from example_tools import launcher_console as console  # noqa: E402
 from example_tools import ports as port_checks  # noqa: E402
 from example_tools import workspace  # noqa: E402
 import create_models_dir  # noqa: E402
@@ -81,7 +80,7 @@ def main() -> int:
             print(err, file=sys.stderr)
             return 2
     common.configure_caikit()
-    quiet_start_up()
+    console.quiet_start_up(common.QUIET_STARTUP_LOG)
     # Imported after configuring caikit: the library reads the config when it is imported.
     # First Party
     from caikit_computer_vision.atomic_dirs import remove_leftovers
@@ -121,59 +120,9 @@ def main() -> int:
     for leftover in remove_leftovers(common.MODELS_DIR):
         print(f"Removed {leftover}, left by an interrupted save")
 
-    announcer = threading.Thread(
-        target=announce_when_serving, args=(args.host, ports), daemon=True
-    )
-    announcer.start()
+    console.announce_when_serving(os.getpid(), args.host, ports, common.MODELS_DIR)
     serve(args.host)
     return 0
-
-
-def quiet_start_up() -> None:
-    """caikit's start-up chatter from warning up only (common.QUIET_STARTUP_LOG), unless the
-    environment sets the log level or filters."""
-    if {"LOG_LEVEL", "LOG_FILTERS"} & os.environ.keys():
-        return
-    # First Party
-    from caikit.config import get_config
-    import caikit
-
-    filters = ",".join(f"{channel}:{level}" for channel, level in common.QUIET_STARTUP_LOG.items())
-    current = get_config().log.filters
-    caikit.configure(config_dict={"log": {"filters": f"{current},{filters}" if current else filters}})
-
-
-def announce_when_serving(host: str, ports: dict, timeout_s: float = 600.0) -> None:
-    """Once this process listens on its gRPC and HTTP ports, print what it serves and how to
-    stop it: the last lines of the start-up, after caikit's own."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all(port_checks.listens_on(os.getpid(), ports[name]) for name in ("grpc", "http")):
-            break
-        time.sleep(0.2)
-    else:
-        return
-    models = sorted(
-        path.name
-        for path in common.MODELS_DIR.iterdir()
-        if path.is_dir() and not path.name.startswith(".")
-    )
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    rule = "-" * 72
-    print(
-        "\n".join(
-            [
-                rule,
-                f"Serving {len(models)} model(s) from {common.MODELS_DIR}: {', '.join(models)}",
-                f"  gRPC     {host}:{ports['grpc']}",
-                f"  HTTP     http://{shown}:{ports['http']}  (routes: /docs, /openapi.json)",
-                f"  metrics  http://{shown}:{ports['metrics']}/metrics",
-                f"Stop: Ctrl-C here, or kill {os.getpid()} (SIGTERM)",
-                rule,
-            ]
-        ),
-        flush=True,
-    )
 
 
 if __name__ == "__main__":
