@@ -127,11 +127,22 @@ def hold_models_dir(models_dir: pathlib.Path, alone: bool):
     """Lock ``models_dir`` for this process's lifetime: shared to serve, ``alone`` to purge.
 
     Returns the open lock file: keep a reference for as long as the lock must hold (closing it,
-    or exiting, releases it). ``downgrade`` turns a lock held alone into a shared one. Raises
+    or exiting, releases it); None, to serve, where nothing beside ``models_dir`` can be written. ``downgrade`` turns a lock held alone into a shared one. Raises
     ModelsDirBusy with the one line to show when the lock cannot be had at once.
     """
     models_dir = pathlib.Path(models_dir)
-    lock_file = open(_beside(models_dir, LOCK_SUFFIX), "a+")  # pylint: disable=consider-using-with
+    lock_path = _beside(models_dir, LOCK_SUFFIX)
+    try:
+        lock_file = open(lock_path, "a+")  # pylint: disable=consider-using-with
+    except OSError as err:
+        if not alone:
+            # Nothing beside models/ can be written (a container whose only writable directory
+            # is models/): no purge can run from here either, so there is nothing to guard.
+            return None
+        raise ModelsDirBusy(
+            f"cannot write {lock_path} ({err.strerror}): run --purge_dirs from a directory you "
+            "can write to"
+        ) from None
     try:
         fcntl.flock(lock_file, (fcntl.LOCK_EX if alone else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:

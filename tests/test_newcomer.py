@@ -416,6 +416,20 @@ def test_run_tests_help_is_its_own(tmp_path):
     assert "--pytest-help" in run.stdout
 
 
+# -- 4. the figures a user sees ---------------------------------------------------------------------
+
+
+def test_the_quicker_training_the_readme_offers_still_learns(served_workspace):
+    """README: --num-epochs QUICK_NUM_EPOCHS scores 0.690 on the 2-core VM; 60 epochs 0.066."""
+    run = _client(served_workspace, "--num-epochs", str(common.QUICK_NUM_EPOCHS), "--model-id", "quick")
+    assert run.returncode == 0, run.output
+    [line] = [line for line in run.stdout.splitlines() if line.strip().startswith("quick ")]
+    map_50 = float(line.split("mAP@0.5")[1].split()[0])
+    assert map_50 >= 0.5, line
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
+    assert f"`--num-epochs {common.QUICK_NUM_EPOCHS}`" in readme
+
+
 # -- 6. what a person reads ------------------------------------------------------------------------
 
 
@@ -428,6 +442,15 @@ def test_piped_progress_prints_a_line_per_state_not_per_poll(monkeypatch):
         progress.update("RUNNING", f"training: RUNNING {second} s")
     progress.update("COMPLETED", "training: COMPLETED")
     assert piped.getvalue().splitlines() == ["training: RUNNING 0 s", "training: COMPLETED"]
+
+
+def test_launcher_help_names_the_port_variables_and_both_spellings(tmp_path):
+    run = _run([sys.executable, str(LAUNCHER), "--help"], tmp_path, timeout=60)
+    text = " ".join(run.stdout.split())
+    assert run.returncode == 0 and "--purge_dirs, --purge-dirs" in text
+    for variable in ("RUNTIME_GRPC_PORT", "RUNTIME_HTTP_PORT", "RUNTIME_METRICS_PORT"):
+        assert variable in text
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_client_help_shows_its_defaults(tmp_path):
