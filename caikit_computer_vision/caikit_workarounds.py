@@ -9,6 +9,8 @@ uses caikit's public extension points (model finder and trainer in the config, t
 # Standard
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Sequence, Type
+import concurrent.futures
+import contextvars
 import functools
 import uuid
 
@@ -21,6 +23,9 @@ from caikit.core.model_management.job_base import JobFutureBase
 from caikit.core.model_management.local_model_trainer import LocalModelTrainer
 from caikit.core.toolkit.reversible_hasher import ReversibleHasher
 import alog
+
+# Local
+from .guards.paths import client_safe
 
 log = alog.use_channel("CCVWORK")
 
@@ -112,6 +117,24 @@ class KeepSavedModelFuture(LocalModelTrainer.LocalModelTrainFuture):
 
     def _delete_result(self) -> None:
         log.debug("<CCV84210380D>", "training %s forgotten; its saved model is kept", self.id)
+
+    def get_info(self):
+        """caikit's info, with each error's text as a client may read it.
+
+        Replaces what caikit/runtime/servicers/training_management_servicer.py
+        ``TrainingManagementServicerImpl.GetTrainingStatus`` sends as an ERRORED training's
+        ``reasons``: ``str(error)`` of whatever the training raised, which can name absolute
+        server paths and a save's staging directory (process id and host name). The runtime's
+        log keeps the full error (caikit logs it when the training fails).
+        """
+        info = super().get_info()
+        if info.errors:
+            info.errors = [TrainingError(client_safe(str(err))) for err in info.errors]
+        return info
+
+
+class TrainingError(Exception):
+    """A training's error as its client reads it (``KeepSavedModelFuture.get_info``)."""
 
 
 def routable_training_id(trainer_instance_name: str) -> str:
@@ -215,6 +238,31 @@ def log_http_client_errors_briefly(http_server) -> None:
 
     http_server._handle_exception = handle_exception
     http_server.app.add_exception_handler(RequestValidationError, request_validation_error)
+
+
+def run_http_calls_in_the_callers_context(http_server) -> None:
+    """caikit's HTTP routes run their model call with the context variables of the request.
+
+    Replaces the executor of caikit/runtime/http_server/http_server.py's route handlers
+    (``loop.run_in_executor(self.thread_pool, call)``, which unlike asyncio's ``to_thread``
+    does not carry ``contextvars`` into the thread) with one that does, around the same pool.
+    The front door marks the work it lets in (guards/log_lines.py) through a context variable.
+    """
+    http_server.thread_pool = _ContextCarryingExecutor(http_server.thread_pool)
+
+
+class _ContextCarryingExecutor(concurrent.futures.Executor):
+    """``pool``, running each call in a copy of the submitter's ``contextvars`` context."""
+
+    def __init__(self, pool: concurrent.futures.Executor):
+        self._pool = pool
+        self._max_workers = getattr(pool, "_max_workers", None)
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self._pool.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 def _log_client_error(status: int, error_id: str, message: str) -> None:

@@ -27,6 +27,7 @@ from .caikit_workarounds import (
     cancel_running_trainings,
     http_request_class,
     log_http_client_errors_briefly,
+    run_http_calls_in_the_callers_context,
     take_validated_http_requests,
 )
 from .guards.front_door import FrontDoor, grpc_allowlist
@@ -34,6 +35,7 @@ from .guards.grpc_door import GrpcFrontDoor
 from .guards.http_connections import http_protocol
 from .guards.http_door import VALIDATED_REQUEST, HttpFrontDoor, http_allowlist
 from .defaults import LIBRARY_CONFIG_KEY
+from .guards import log_lines
 from .guards.limits import Limits
 from .guards.metrics_server import start_metrics_server
 from .guards.open_files import check_open_files
@@ -77,9 +79,12 @@ def serve(host: str = LOOPBACK) -> None:
             http_server.server.config.host = host
             bound_http_connections(http_server, http_protocol(limits))
             log_http_client_errors_briefly(http_server)
+            run_http_calls_in_the_callers_context(http_server)
             take_validated_http_requests(VALIDATED_REQUEST)
     if grpc_server is None and http_server is None:
         raise ValueError("both runtime.grpc.enabled and runtime.http.enabled are false")
+    # After the servers are built: each one (re)configures caikit's logging when it is.
+    log_lines.install()
     if grpc_server is not None:
         grpc_door.allowed = grpc_allowlist(
             _service_name(grpc_server.inference_service),
@@ -103,19 +108,27 @@ def serve(host: str = LOOPBACK) -> None:
 
 
 def _check_thread_pool(limits: Limits) -> None:
-    """The gRPC thread pool holds every open stream and every model call, with room to spare."""
+    """The gRPC thread pool holds every open stream, every call still waiting for its request
+    message and every model call, with room to spare."""
     runtime = get_config().runtime
     pool = runtime.grpc.server_thread_pool_size or runtime.server_thread_pool_size
-    needed = limits.max_open_streams + limits.model_calls + SPARE_THREADS
+    needed = (
+        limits.max_open_streams
+        + limits.max_calls_awaiting_request
+        + limits.model_calls
+        + SPARE_THREADS
+    )
     error.value_check(
         "<CCV84210379E>",
         pool >= needed,
         "runtime.server_thread_pool_size is {}: it must be at least {} ({}.max_open_streams {} + "
-        "max_concurrent_model_calls {} + {} spare), or streams could starve predictions",
+        "max_calls_awaiting_request {} + max_concurrent_model_calls {} + {} spare), or open "
+        "streams and slow clients could starve predictions",
         pool,
         needed,
         LIBRARY_CONFIG_KEY,
         limits.max_open_streams,
+        limits.max_calls_awaiting_request,
         limits.model_calls,
         SPARE_THREADS,
     )

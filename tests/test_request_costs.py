@@ -9,6 +9,7 @@ requests naming a model that exists, and an image with more boxes than the limit
 
 # Standard
 from typing import Iterator, List
+import base64
 import socket
 import threading
 import time
@@ -266,3 +267,40 @@ def test_no_port_is_reachable_on_another_address_of_the_machine(runtime):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as connection:
             connection.settimeout(2)
             assert connection.connect_ex(("127.0.0.1", port)) == 0, f"{server} port {port} closed"
+
+
+# -- the log ---------------------------------------------------------------------------------------
+
+
+def _new_log_lines(runtime, before: str) -> List[str]:
+    """Lines logged since ``before``, without uvicorn's access line (one per request)."""
+    return [
+        line for line in runtime.log()[len(before):].splitlines()
+        if line.strip() and '" 4' not in line and '" 2' not in line
+    ]
+
+
+@pytest.mark.parametrize(
+    "threshold, inputs, says",
+    [(5.0, IMAGE, "threshold must be a number between 0 and 1"), (None, b"hello", "not a complete image")],
+    ids=["threshold-out-of-range", "not-an-image"],
+)
+def test_a_client_error_is_one_warning_line_over_grpc_and_http(runtime, threshold, inputs, says):
+    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+        before = runtime.log()
+        with pytest.raises(grpc.RpcError) as refused:
+            predict_callable(channel)(inputs, threshold, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert _wait_until(lambda: says in runtime.log()[len(before):], 5)
+        lines = _new_log_lines(runtime, before)
+        assert len(lines) == 1 and ":WARN:" in lines[0] and says in lines[0], lines
+
+    body = {"model_id": "my_model", "inputs": base64.b64encode(inputs).decode()}
+    if threshold is not None:
+        body["parameters"] = {"threshold": threshold}
+    before = runtime.log()
+    status, answer = runtime.http("POST", "/api/v1/task/object-detection", body)
+    assert status == 400, answer
+    assert _wait_until(lambda: says in runtime.log()[len(before):], 5)
+    lines = _new_log_lines(runtime, before)
+    assert len(lines) == 1 and ":WARN:" in lines[0] and says in lines[0], lines

@@ -30,9 +30,20 @@ import grpc
 # Local
 from ..defaults import LIBRARY_CONFIG_KEY
 from .front_door import FrontDoor, Kind, Refusal, quote
+from .log_lines import serving_a_client
 
 MODEL_ID_METADATA = "mm-model-id"
 TRANSPORT = "gRPC"
+# Statuses that say the client must change its request (not that the server failed).
+CLIENT_FAULTS = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+})
 AWAITING_KEY = f"{LIBRARY_CONFIG_KEY}.max_calls_awaiting_request"
 TIMEOUT_KEY = f"{LIBRARY_CONFIG_KEY}.request_message_timeout_s"
 
@@ -81,6 +92,8 @@ class GrpcFrontDoor(grpc.ServerInterceptor):
     def _guarded(self, method: str, handler):
         """``handler`` with the checks and limits of its kind around its behavior."""
         kind = self.allowed[method]
+        if kind in (Kind.PREDICT, Kind.TRAIN, Kind.TRAINING):
+            handler = _wrapped(handler, self._reporting_client_faults(method))
         if kind in (Kind.PREDICT, Kind.TRAIN):
             return _wrapped(handler, self._under_model_call_limit)
         if kind is Kind.TRAINING:
@@ -142,6 +155,32 @@ class GrpcFrontDoor(grpc.ServerInterceptor):
             request_streaming=True, unary_unary=None, stream_unary=behave,
             request_deserializer=deserializer,
         )
+
+    def _reporting_client_faults(self, method: str):
+        """One WARN line when caikit ends a call with a status that blames the client.
+
+        caikit's servicers log each such error three times at WARN and the module's input check
+        once more at ERROR; ``log_lines`` drops those lines while the call is served, and this
+        is the one line left, as the door's own refusals have.
+        """
+
+        def wrap(behavior):
+            def behave(request, context):
+                try:
+                    with serving_a_client():
+                        return behavior(request, context)
+                except Exception:
+                    code = context.code()
+                    if code in CLIENT_FAULTS:
+                        details = context.details() or b""
+                        if isinstance(details, bytes):
+                            details = details.decode("utf-8", "replace")
+                        self._refused(method, Refusal(code, details))
+                    raise
+
+            return behave
+
+        return wrap
 
     def _under_model_call_limit(self, behavior):
         def behave(request, context):

@@ -35,6 +35,7 @@ import alog
 # Local
 from ..defaults import LIBRARY_CONFIG_KEY
 from .front_door import FrontDoor, Kind, Refusal
+from .log_lines import serving_a_client
 
 log = alog.use_channel("CCVDOOR")
 
@@ -153,11 +154,13 @@ class HttpFrontDoor:
 
         replay = _replaying(body, receive)
         if route.kind not in (Kind.PREDICT, Kind.TRAIN):
-            await self.app(scope, replay, send)
+            with serving_a_client():
+                await self.app(scope, replay, send)
             return
         await self.door.model_calls.acquire_async()
         try:
-            await self.app(scope, replay, send)
+            with serving_a_client():
+                await self.app(scope, replay, send)
         finally:
             self.door.model_calls.release()
 

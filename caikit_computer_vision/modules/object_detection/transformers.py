@@ -24,6 +24,7 @@ from caikit.config import get_config
 from caikit.core import ModuleBase, ModuleConfig, ModuleSaver, module
 from caikit.core.data_model.producer import ProducerId
 from caikit.core.exceptions import error_handler
+from caikit.core.toolkit.concurrency.destroyable_thread import ThreadDestroyedException
 from caikit.interfaces.vision.data_model.backends import image_pil_backend
 import alog
 
@@ -349,6 +350,9 @@ def _read_hf_model(
         model = YolosForObjectDetection.from_pretrained(
             hf_dir, local_files_only=True, disable_mmap=True, use_safetensors=True
         )
+    except ThreadDestroyedException:
+        # A cancelled training stops here: not a problem of the directory, nothing to remember.
+        raise
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
         problem = client_message(err)
     else:
