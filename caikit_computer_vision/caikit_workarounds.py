@@ -9,6 +9,7 @@ uses caikit's public extension points (model finder and trainer in the config, t
 # Standard
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Sequence, Type
+import asyncio
 import concurrent.futures
 import contextvars
 import functools
@@ -243,12 +244,28 @@ def log_http_client_errors_briefly(http_server) -> None:
 def run_http_calls_in_the_callers_context(http_server) -> None:
     """caikit's HTTP routes run their model call with the context variables of the request.
 
-    Replaces the executor of caikit/runtime/http_server/http_server.py's route handlers
-    (``loop.run_in_executor(self.thread_pool, call)``, which unlike asyncio's ``to_thread``
-    does not carry ``contextvars`` into the thread) with one that does, around the same pool.
-    The front door marks the work it lets in (guards/log_lines.py) through a context variable.
+    Replaces the executors of caikit/runtime/http_server/http_server.py's route handlers:
+    predict routes call ``loop.run_in_executor(self.thread_pool, call)`` and train routes
+    ``loop.run_in_executor(None, call)`` (the event loop's default executor), and unlike
+    asyncio's ``to_thread`` neither carries ``contextvars`` into the thread. Both become the same
+    pools behind an executor that does: the server's at once, the loop's default one when the
+    loop runs (the front door calls ``carry_context_into_default_executor`` on its first
+    request). The door marks the work it lets in through a context variable (guards/log_lines.py).
     """
     http_server.thread_pool = _ContextCarryingExecutor(http_server.thread_pool)
+
+
+def carry_context_into_default_executor() -> None:
+    """Give the running event loop a default executor that carries ``contextvars`` (see
+    ``run_http_calls_in_the_callers_context``); idempotent."""
+    loop = asyncio.get_running_loop()
+    if id(loop) not in _CONTEXT_CARRYING_LOOPS:
+        loop.set_default_executor(_ContextCarryingThreadPool(thread_name_prefix="ccv-http-default"))
+        _CONTEXT_CARRYING_LOOPS.add(id(loop))
+
+
+# The event loops (by id; uvloop's take no attributes) whose default executor is ours.
+_CONTEXT_CARRYING_LOOPS: set = set()
 
 
 class _ContextCarryingExecutor(concurrent.futures.Executor):
@@ -263,6 +280,14 @@ class _ContextCarryingExecutor(concurrent.futures.Executor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+class _ContextCarryingThreadPool(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool running each call in a copy of the submitter's ``contextvars`` context
+    (asyncio takes only a ThreadPoolExecutor as a loop's default executor)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
 
 def _log_client_error(status: int, error_id: str, message: str) -> None:

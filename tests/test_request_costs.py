@@ -194,11 +194,15 @@ def test_a_train_naming_an_existing_model_is_refused_before_its_images_are_read(
     broken = runtime.work_dir / "train_data" / "broken"
     (broken / "images").mkdir(parents=True)
     (broken / "labels.txt").write_text("missing.jpg\tcat\t(1, 5, 1, 5)\n")
+    before = runtime.log()
     status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(
         model_name="my_model", img_dir="train_data/broken/images", labels="train_data/broken/labels.txt",
     ))
     assert status == 400, answer
     assert "already exists" in answer["details"] and "missing.jpg" not in answer["details"]
+    assert _wait_until(lambda: "already exists" in runtime.log()[len(before):], 5)
+    lines = _new_log_lines(runtime, before)
+    assert len(lines) == 1 and ":WARN:" in lines[0], lines
 
 
 def test_an_image_with_more_boxes_than_the_limit_is_refused_before_images_are_read(runtime):

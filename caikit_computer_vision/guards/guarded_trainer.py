@@ -222,6 +222,8 @@ class GuardedModelTrainer(LocalModelTrainer):
 
     @staticmethod
     def _check(log_code: str, problem: Optional[str], field: str) -> None:
+        """Refuse the request with ``problem``. ``error`` logs it at ERROR first; while a
+        request is served, guards/log_lines.py drops that line for the door's one WARN line."""
         if problem:
             error(log_code, _invalid_argument(f"{field}: {problem}"))
 

@@ -33,6 +33,7 @@ from caikit.runtime import names
 import alog
 
 # Local
+from ..caikit_workarounds import carry_context_into_default_executor
 from ..defaults import LIBRARY_CONFIG_KEY
 from .front_door import FrontDoor, Kind, Refusal
 from .log_lines import serving_a_client
@@ -153,6 +154,7 @@ class HttpFrontDoor:
             return
 
         replay = _replaying(body, receive)
+        carry_context_into_default_executor()
         if route.kind not in (Kind.PREDICT, Kind.TRAIN):
             with serving_a_client():
                 await self.app(scope, replay, send)

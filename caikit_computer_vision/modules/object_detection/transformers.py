@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import copy
 import math
 import os
+import threading
 
 # Third Party
 from safetensors import SafetensorError
@@ -158,6 +159,10 @@ class TransformersObjectDetector(ModuleBase):
         if problem is None:
             model, processor, problem = _read_hf_model(model_dir, config.hf_artifact_path)
         if problem is not None:
+            if getattr(threading.current_thread(), "destroyed", False):
+                # A cancelled training is stopped by an exception raised into its thread, which
+                # the checks above report like any other: not a problem of the files.
+                raise ThreadDestroyedException()
             _FAILED_LOADS.remember(model_dir, signature, problem)
             name = os.path.basename(model_dir)
             # A ValueError says "this model is not usable" (the runtime answers NOT_FOUND)
