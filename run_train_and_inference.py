@@ -46,10 +46,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         f"{common.runtime_grpc_port()})",
     )
     parser.add_argument(
-        "--base-model", default=common.BASE_MODEL_ID, help="model to fine-tune (default: %(default)s)"
+        "--base-model",
+        default=common.BASE_MODEL_ID,
+        help="model to fine-tune (default: %(default)s)",
     )
     parser.add_argument(
-        "--model-id", default=common.TRAINED_MODEL_ID, help="id of the new model (default: %(default)s)"
+        "--model-id",
+        default=common.TRAINED_MODEL_ID,
+        help="id of the new model (default: %(default)s)",
     )
     parser.add_argument(
         "--num-epochs",
@@ -106,7 +110,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.num_epochs < 1:
         parser.error("--num-epochs must be at least 1")
     if not 0 < args.learning_rate < 1:
-        parser.error(f"--learning-rate must be between 0 and 1, e.g. {common.DEFAULT_LEARNING_RATE}")
+        parser.error(
+            f"--learning-rate must be between 0 and 1, e.g. {common.DEFAULT_LEARNING_RATE}"
+        )
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         parser.error("--threshold must be between 0 and 1")
     # Checked before training starts, not after it has finished.
@@ -242,7 +248,10 @@ def _cancel_on_interrupt(api, channel, training_id: str, model_id: str) -> str:
             f"'http://{common.HOST}:{common.runtime_ports()['http']}/management/trainings"
             f"?training_id={training_id}'"
         )
-    return f"Interrupted: training {training_id} {state} in the runtime; models/{model_id} was not saved"
+    return (
+        f"Interrupted: training {training_id} {state} in the runtime; "
+        f"models/{model_id} was not saved"
+    )
 
 
 def _expected_objects(image_path: str):

@@ -29,7 +29,8 @@ def quiet_start_up(levels: Dict[str, str]) -> None:
 
     filters = ",".join(f"{channel}:{level}" for channel, level in levels.items())
     current = get_config().log.filters
-    caikit.configure(config_dict={"log": {"filters": f"{current},{filters}" if current else filters}})
+    combined = f"{current},{filters}" if current else filters
+    caikit.configure(config_dict={"log": {"filters": combined}})
 
 
 def announce_when_serving(

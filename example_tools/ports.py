@@ -69,7 +69,9 @@ def _listening_inodes(table: str, port: int) -> Set[str]:
     for line in table.splitlines()[1:]:
         fields = line.split()
         # sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
-        if len(fields) > 9 and fields[3] == _TCP_LISTEN and int(fields[1].split(":")[1], 16) == port:
+        if len(fields) <= 9 or fields[3] != _TCP_LISTEN:
+            continue
+        if int(fields[1].split(":")[1], 16) == port:
             inodes.add(fields[9])
     return inodes
 

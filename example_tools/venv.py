@@ -36,7 +36,8 @@ LOCKED_PLATFORM = ("linux", "x86_64")
 
 def requirements_for_this_machine(lock: pathlib.Path, unlocked: pathlib.Path) -> pathlib.Path:
     """``lock`` where it was resolved for this interpreter and machine, else ``unlocked``."""
-    if sys.version_info[:2] == LOCKED_PYTHON and (sys.platform, platform.machine()) == LOCKED_PLATFORM:
+    machine = (sys.platform, platform.machine())
+    if sys.version_info[:2] == LOCKED_PYTHON and machine == LOCKED_PLATFORM:
         return lock
     print(
         f"{lock.name} is for Python {'.'.join(map(str, LOCKED_PYTHON))} on "

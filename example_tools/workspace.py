@@ -2,14 +2,15 @@
 
 Standard library only. Everything the scripts generate in a directory the user shares with them
 (``models/``, ``train_data/``) is listed by name in that directory's manifest, a hidden file
-beside it (``.models.generated.json``), written before the entry itself. A script replaces or removes an entry only
-when the manifest lists it: a model the user trained, or data the user put in ``train_data/``,
-is never listed, so never touched. An entry in the way that the manifest does not list is
-refused with one line that says what to do.
+beside it (``.models.generated.json``), written before the entry itself. A script replaces or
+removes an entry only when the manifest lists it: a model the user trained, or data the user
+put in ``train_data/``, is never listed, so never touched. An entry in the way that the
+manifest does not list is refused with one line that says what to do.
 
 Every runtime the launcher starts holds a shared ``flock`` on ``.models.serving.lock`` (beside
-``models/``) while it serves; ``--purge_dirs`` needs the lock alone, so it refuses while another runtime serves the
-same ``models/``. The kernel drops the lock when a runtime exits, however it exits.
+``models/``) while it serves; ``--purge_dirs`` needs the lock alone, so it refuses while
+another runtime serves the same ``models/``. The kernel drops the lock when a runtime exits,
+however it exits.
 """
 
 # Standard
@@ -127,8 +128,9 @@ def hold_models_dir(models_dir: pathlib.Path, alone: bool):
     """Lock ``models_dir`` for this process's lifetime: shared to serve, ``alone`` to purge.
 
     Returns the open lock file: keep a reference for as long as the lock must hold (closing it,
-    or exiting, releases it); None, to serve, where nothing beside ``models_dir`` can be written. ``downgrade`` turns a lock held alone into a shared one. Raises
-    ModelsDirBusy with the one line to show when the lock cannot be had at once.
+    or exiting, releases it); None, to serve, where nothing beside ``models_dir`` can be
+    written. ``downgrade`` turns a lock held alone into a shared one. Raises ModelsDirBusy with
+    the one line to show when the lock cannot be had at once.
     """
     models_dir = pathlib.Path(models_dir)
     lock_path = _beside(models_dir, LOCK_SUFFIX)

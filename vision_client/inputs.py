@@ -22,7 +22,11 @@ def image_problem(path: str, flag: str = "--image") -> Optional[str]:
         with Image.open(image_path) as image:
             image.verify()
     except (
-        UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
     ) as err:
         return (
             f"{flag} {path} is not an image Pillow can read ({err.__class__.__name__}): "
