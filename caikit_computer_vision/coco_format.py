@@ -10,7 +10,7 @@ a file in the image directory, as in the tab format.
 """
 
 # Standard
-from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import contextlib
 import io
 import json
@@ -21,7 +21,7 @@ from pycocotools.coco import COCO
 
 # Local
 from .atomic_dirs import write_file_atomically
-from .label_format import LabelFileError, LabelledBox, box_problem
+from .label_format import LabelFileError, LabelledBox, box_problem, too_many_boxes_problem
 
 COCO_FORMAT_HINT = (
     "a COCO detection JSON needs 'images' (id, file_name), 'annotations' (image_id, "
@@ -53,7 +53,9 @@ def is_coco_file(path: str) -> bool:
     return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{")
 
 
-def read_coco_boxes(path: str) -> List[Tuple[str, LabelledBox, Tuple[float, float]]]:
+def read_coco_boxes(
+    path: str, max_boxes_per_image: Optional[int] = None
+) -> List[Tuple[str, LabelledBox, Tuple[float, float]]]:
     """Read a COCO detection file into ``(where, box, (image_width, image_height))`` entries.
 
     ``where`` names the annotation (``path: annotation id 17``) for error messages. The image
@@ -86,6 +88,12 @@ def read_coco_boxes(path: str) -> List[Tuple[str, LabelledBox, Tuple[float, floa
                 path, f"images {names[name]} and {image['id']} have the same file_name {name!r}"
             )
         names[name] = image["id"]
+    if max_boxes_per_image is not None:
+        for image_id, annotations in coco.imgToAnns.items():
+            if len(annotations) > max_boxes_per_image and image_id in coco.imgs:
+                raise CocoFileError(path, too_many_boxes_problem(
+                    coco.imgs[image_id]["file_name"], max_boxes_per_image
+                ))
     entries = []
     for annotation in coco.dataset["annotations"]:
         where = f"{path}: annotation id {annotation.get('id', '?')}"

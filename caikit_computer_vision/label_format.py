@@ -158,16 +158,21 @@ def parse_label_line(line: str, path: str, line_number: int) -> LabelledBox:
     return box
 
 
-def read_numbered_labels(path: str) -> List[Tuple[int, LabelledBox]]:
+def read_numbered_labels(
+    path: str, max_boxes_per_image: Optional[int] = None
+) -> List[Tuple[int, LabelledBox]]:
     """Read a whole label file into ``(line_number, box)`` pairs (line numbers from 1).
 
     The line numbers let later checks (image exists, box inside image) point at the line to fix.
+    With ``max_boxes_per_image``, reading stops at the first line that gives an image one box
+    more (a file of 200,000 boxes for one image is refused at its line 301, not parsed whole).
 
     Raises:
-        LabelFileError: the first bad line, or the file holds no boxes.
+        LabelFileError: the first bad line, an image with too many boxes, or no boxes at all.
         OSError: the file cannot be opened.
     """
     numbered_boxes = []
+    boxes_of: Dict[str, int] = {}
     with open(path, "rb") as label_file:
         for line_number, raw_line in enumerate(label_file, start=1):
             try:
@@ -176,10 +181,24 @@ def read_numbered_labels(path: str) -> List[Tuple[int, LabelledBox]]:
                 raise LabelFileError(path, line_number, f"the line is not UTF-8 ({err})") from err
             if not line.strip():
                 continue
-            numbered_boxes.append((line_number, parse_label_line(line, path, line_number)))
+            box = parse_label_line(line, path, line_number)
+            boxes_of[box.image] = boxes_of.get(box.image, 0) + 1
+            if max_boxes_per_image is not None and boxes_of[box.image] > max_boxes_per_image:
+                raise LabelFileError(
+                    path, line_number, too_many_boxes_problem(box.image, max_boxes_per_image)
+                )
+            numbered_boxes.append((line_number, box))
     if not numbered_boxes:
         raise LabelFileError(path, None, "the file holds no boxes, so the training set is empty")
     return numbered_boxes
+
+
+def too_many_boxes_problem(image: str, max_boxes_per_image: int) -> str:
+    """What to say of an image given more boxes than ``max_boxes_per_image``."""
+    return (
+        f"image '{image}' has more than {max_boxes_per_image} boxes, the limit "
+        "(caikit_computer_vision.max_boxes_per_image)"
+    )
 
 
 def read_labels_file(path: str) -> List[LabelledBox]:

@@ -26,7 +26,7 @@ import alog
 
 # Local
 from .coco_format import is_coco_file, read_coco_boxes
-from .defaults import LIBRARY_CONFIG_KEY, MAX_BOXES_PER_IMAGE
+from .defaults import MAX_BOXES_PER_IMAGE
 from .images import ImageLimits, decode_image
 from .label_format import EXPECTED_LINE_FORMAT, LabelFileError, LabelledBox, read_numbered_labels
 
@@ -102,20 +102,10 @@ def load_labelled_images(
                 f"with one '{EXPECTED_LINE_FORMAT}' per line, or a COCO detection JSON"
             ),
         )
-    located_boxes = _read_label_file(labels_file)
+    located_boxes = _read_label_file(labels_file, max_boxes_per_image)
     located_by_image: Dict[str, List[Tuple[str, LabelledBox]]] = {}
     for where, box in located_boxes:
         located_by_image.setdefault(box.image, []).append((where, box))
-    for name, located_image_boxes in located_by_image.items():
-        if len(located_image_boxes) > max_boxes_per_image:
-            error(
-                "<CCV36324038E>",
-                ValueError(
-                    f"{located_image_boxes[0][0]}: image '{name}' has "
-                    f"{len(located_image_boxes)} boxes, more than the limit of "
-                    f"{max_boxes_per_image} ({LIBRARY_CONFIG_KEY}.max_boxes_per_image)"
-                ),
-            )
     images = []
     for name, located_image_boxes in located_by_image.items():
         image_path = img_dir / name
@@ -137,16 +127,16 @@ def load_labelled_images(
     return images
 
 
-def _read_label_file(labels_file: str) -> List[Tuple[str, LabelledBox]]:
+def _read_label_file(labels_file: str, max_boxes_per_image: int) -> List[Tuple[str, LabelledBox]]:
     """``(where, box)`` for every box of a tab-format or COCO label file."""
     try:
         if is_coco_file(labels_file):
-            entries = read_coco_boxes(labels_file)
+            entries = read_coco_boxes(labels_file, max_boxes_per_image)
             log.debug("<CCV50540635D>", "%s read as COCO detection annotations", labels_file)
             return [(where, box) for where, box, _ in entries]
         return [
             (f"{labels_file}:{line_number}", box)
-            for line_number, box in read_numbered_labels(labels_file)
+            for line_number, box in read_numbered_labels(labels_file, max_boxes_per_image)
         ]
     except LabelFileError as err:
         error("<CCV50540634E>", err)

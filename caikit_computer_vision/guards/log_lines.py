@@ -7,8 +7,9 @@ servicer twice and its server wrapper once, at WARN. The doors log the refusal o
 with the status the client got (``grpc_door``, and for HTTP ``caikit_workarounds``), so while a
 request is being served (``serving_a_client``) this filter drops the other lines of that error:
 
-* the library's ``exception raised`` lines of errors that become a client status
-  (``ValueError``, ``TypeError``, caikit's ``CaikitCoreException``), on its ``CCV`` channels;
+* the library's ``exception raised`` lines, on its ``CCV`` channels: caikit's ``error_handler``
+  writes them for the checks of what a caller passed (a value, a type, a file it names), whose
+  errors the runtime answers as the client's (a server fault is caikit's line, with traceback);
 * caikit's WARN lines of the servicers that answer the request (``CAIKIT_REQUEST_CHANNELS``).
 
 Everything else passes: a server fault is logged at ERROR by caikit, traceback included; the
@@ -26,7 +27,6 @@ import logging
 CAIKIT_REQUEST_CHANNELS = frozenset({"GP-SERVICR-I", "GT-SERVICR-I", "SERVER-WRAPR"})
 # This library's channels (``alog.use_channel("CCV...")``).
 LIBRARY_CHANNEL_PREFIX = "CCV"
-_CLIENT_ERRORS = ("ValueError(", "TypeError(", "CaikitCoreException(")
 
 _serving = contextvars.ContextVar("ccv_serving_a_client", default=False)
 
@@ -52,11 +52,7 @@ class RepeatedClientErrorLines(logging.Filter):
             return False
         if record.levelno == logging.ERROR and record.name.startswith(LIBRARY_CHANNEL_PREFIX):
             message = record.msg.get("message", "") if isinstance(record.msg, dict) else str(record.msg)
-            return not (
-                isinstance(message, str)
-                and message.startswith("exception raised: ")
-                and message[len("exception raised: "):].startswith(_CLIENT_ERRORS)
-            )
+            return not (isinstance(message, str) and message.startswith("exception raised: "))
         return True
 
 
