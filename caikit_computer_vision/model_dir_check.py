@@ -18,8 +18,6 @@ model directory, fit to be shown to a client.
 # Standard
 from collections import OrderedDict
 from typing import Dict, Iterator, Optional, Tuple, Type
-import ctypes
-import gc
 import json
 import math
 import os
@@ -33,6 +31,7 @@ import torch
 
 # Local
 from .guards.paths import client_safe, is_inside
+from .memory import return_freed_memory
 
 # Bytes per element of each safetensors dtype (the format's spec: huggingface/safetensors).
 SAFETENSORS_DTYPE_BYTES = {
@@ -164,23 +163,7 @@ def release_memory() -> None:
     built in a pool thread, then failed: RSS stayed 340 MB higher after gc alone, and came back
     down with ``malloc_trim`` (2-core development VM).
     """
-    gc.collect()
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
-def _load_malloc_trim():
-    """glibc's malloc_trim, or None: musl and macOS have none (nor glibc's per-thread arenas)."""
-    try:
-        function = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
-        return None
-    function.argtypes = [ctypes.c_size_t]
-    function.restype = ctypes.c_int
-    return function
-
-
-_malloc_trim = _load_malloc_trim()
+    return_freed_memory()
 
 
 def _check_model_files(

@@ -2,8 +2,6 @@
 
 # Standard
 from typing import Any, Dict, List, Optional, Type
-import ctypes
-import gc
 import os
 import threading
 
@@ -27,6 +25,7 @@ import alog
 from ..caikit_workarounds import KeepSavedModelFuture, routable_training_id
 from ..data_model import ObjectDetectionTrainSet
 from ..defaults import LIBRARY_CONFIG_KEY
+from ..memory import return_freed_memory
 from .limits import Limits
 from .paths import is_inside, model_dir_problem, model_id_problem
 
@@ -232,15 +231,11 @@ def _release_memory_after(future) -> None:
     """Once a training has ended (completed, failed or cancelled), give its memory back.
 
     A training allocates hundreds of small tensors and batches; after it ends, glibc keeps the
-    freed pages in its arenas, so the process's RSS stays up as if it were still training.
-    ``malloc_trim`` returns them to the system (measured in bench/front_door.py).
+    freed pages in its arenas, so the process's RSS stays up as if it were still training
+    (measured in bench/front_door.py).
     """
     future.wait()
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
+    return_freed_memory()
 
 
 def _invalid_argument(message: str) -> CaikitCoreException:

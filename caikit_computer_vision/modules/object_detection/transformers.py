@@ -48,6 +48,7 @@ from ...defaults import (
 )
 from ...images import ImageLimits, fit_for_processor, load_image
 from ...labelled_images import LabelledImage, load_labelled_images
+from ...memory import return_freed_memory
 from ...model_dir_check import (
     FailedLoads,
     check_model_dir,
@@ -69,6 +70,8 @@ _PROCESSOR_SIDE_MULTIPLE = 16
 _TORCH_THREADS_KEY = "torch_threads"
 _TRAIN_BATCH_SIZE_KEY = "train_batch_size"
 _MAX_BOXES_PER_IMAGE_KEY = "max_boxes_per_image"
+# From this size on, run() gives the memory of its decode back to the system when it is done.
+_LARGE_IMAGE_PIXELS = 4_000_000
 # Model directories that failed to load, with why, until their files change (see ``load``).
 _FAILED_LOADS = FailedLoads()
 
@@ -229,6 +232,10 @@ class TransformersObjectDetector(ModuleBase):
                     DetectedObject(score=score, label=id2label[label_id], box=box)
                 )
         detected.sort(key=lambda obj: obj.score, reverse=True)
+        if width * height >= _LARGE_IMAGE_PIXELS:
+            # Its decode and arrays took hundreds of MB on this pool thread's arena: give them
+            # back, or idle RSS ratchets up with each big image (memory.py).
+            return_freed_memory(collect_cycles=False)
         return ObjectDetectionResult(
             detected_objects=detected,
             producer_id=ProducerId(name=self.MODULE_NAME, version=self.MODULE_VERSION),
