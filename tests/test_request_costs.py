@@ -20,9 +20,10 @@ import grpc
 import pytest
 
 # Local
-from example_tools.runtime_harness import PREDICT_METHOD, predict_callable, start_example_runtime
+from example_tools.runtime_harness import PREDICT_METHOD, predict_callable
 from example_tools.synthetic_data import render_example
 
+from .served_example import serve_example
 from .test_runtime_guards import TRAIN_ROUTE, _train_body
 
 IMAGE, _ = render_example("cat")
@@ -36,15 +37,9 @@ POOL_THREADS = 48
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory, saved_model_dir):
-    runtime = start_example_runtime(
-        tmp_path_factory.mktemp("request_costs"), saved_model_dir, extra_env=LIMITS_ENV
-    )
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
-            predict_callable(channel)(IMAGE)  # the model is loaded before any test measures
-        yield runtime
-    finally:
-        runtime.stop()
+    with serve_example(tmp_path_factory.mktemp("request_costs"), saved_model_dir, LIMITS_ENV) as served:
+        served.predict(IMAGE)  # the model is loaded before any test measures
+        yield served.runtime
 
 
 def _own_channel(runtime) -> grpc.Channel:
