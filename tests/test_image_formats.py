@@ -23,6 +23,7 @@ import pytest
 from caikit_computer_vision import images
 from caikit_computer_vision.defaults import MAX_IMAGE_PIXELS
 from caikit_computer_vision.images import ImageLimits, decode_image
+from caikit_computer_vision.memory import return_freed_memory
 from example_tools.hostile_images import png_chunk
 
 from .served_example import serve_example
@@ -222,7 +223,13 @@ def _reset_peak(pid: str) -> None:
 
 
 def peak_growth_mb(call: Callable[[], object], pid: str = "self") -> float:
-    """How far ``call`` raises process ``pid``'s peak RSS above its RSS before the call."""
+    """How far ``call`` raises process ``pid``'s peak RSS above its RSS before the call.
+
+    Freed memory is given back first: pages that glibc keeps from earlier tests (the decode
+    tests before this one free hundreds of MB) would otherwise count in the RSS before and be
+    reused by ``call`` without raising the peak.
+    """
+    return_freed_memory()
     _reset_peak(pid)
     before = _status_mb(pid, "VmRSS")
     call()

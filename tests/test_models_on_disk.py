@@ -103,10 +103,11 @@ def second_runtime(runtime, tmp_path_factory):
 
 def test_two_runtimes_saving_one_name_keep_the_first_model(runtime, second_runtime):
     models = runtime.work_dir / "models"
-    # Both accept the name: neither has saved it yet when the other is asked.
+    # Both accept the name: neither has saved it yet when the other is asked (the first
+    # training lasts longer than the second request's check of the whole training set).
     jobs = {}
     for served in (runtime, second_runtime):
-        status, job = served.http("POST", TRAIN_ROUTE, _train_body(model_name="raced", num_epochs=2))
+        status, job = served.http("POST", TRAIN_ROUTE, _train_body(model_name="raced", num_epochs=40))
         assert status == 200, job
         jobs[served.ports["grpc"]] = (served, job["training_id"])
     infos = {port: _wait_until_done(served, tid) for port, (served, tid) in jobs.items()}
