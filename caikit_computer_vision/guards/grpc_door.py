@@ -44,6 +44,8 @@ CLIENT_FAULTS = frozenset({
     grpc.StatusCode.PERMISSION_DENIED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
 })
+# How often the reaper looks for calls past their request-message deadline.
+REAP_PERIOD_S = 0.25
 AWAITING_KEY = f"{LIBRARY_CONFIG_KEY}.max_calls_awaiting_request"
 TIMEOUT_KEY = f"{LIBRARY_CONFIG_KEY}.request_message_timeout_s"
 
@@ -252,7 +254,6 @@ class AwaitingRequests:
         self.timeout_s = timeout_s
         self._reserved = 0
         self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
         # Insertion order is deadline order (one timeout for all): the first waited longest.
         self._waits: "OrderedDict[_Wait, None]" = OrderedDict()
         self._reaper: Optional[threading.Thread] = None
@@ -287,8 +288,6 @@ class AwaitingRequests:
             if self._reaper is None:
                 self._reaper = threading.Thread(target=self._reap, name="ccv-request-reaper", daemon=True)
                 self._reaper.start()
-            elif len(self._waits) == 1:
-                self._wakeup.notify()
         try:
             request = next(request_iterator, None)
         except grpc.RpcError:  # the client cancelled or went away
@@ -317,18 +316,24 @@ class AwaitingRequests:
         )
 
     def _reap(self) -> None:
+        """Every ``REAP_PERIOD_S``, cancel the calls whose deadline has passed.
+
+        A period, not a wake-up per call: waking this thread for each call's deadline cost the
+        GIL hand-offs of a thread switch per predict (8 clients on 2 cores: 15 % fewer answers).
+        """
         while True:
+            time.sleep(min(REAP_PERIOD_S, self.timeout_s))
+            now, expired = time.monotonic(), []
             with self._lock:
-                while not self._waits:
-                    self._wakeup.wait()
-                wait = next(iter(self._waits))
-                delay = wait.deadline - time.monotonic()
-                if delay > 0:
-                    self._wakeup.wait(delay)
-                    continue
-                wait.ended_by = "timeout"
-                del self._waits[wait]
-            wait.context.cancel()
+                for wait in self._waits:
+                    if wait.deadline > now:
+                        break
+                    expired.append(wait)
+                for wait in expired:
+                    wait.ended_by = "timeout"
+                    del self._waits[wait]
+            for wait in expired:
+                wait.context.cancel()
 
 
 @dataclass(frozen=True)
