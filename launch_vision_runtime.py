@@ -121,7 +121,13 @@ def main() -> int:
         print(f"Removed {leftover}, left by an interrupted save")
 
     console.announce_when_serving(os.getpid(), args.host, ports, common.MODELS_DIR)
-    serve(args.host)
+    try:
+        serve(args.host)
+    except ValueError as err:
+        # A setting the runtime refuses before it serves (thread pool, open files, a limit):
+        # the message names the key to change.
+        print(f"The runtime did not start: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -6,7 +6,13 @@ import subprocess
 import sys
 
 # Local
-from example_tools.runtime_harness import LAUNCHER, REPO_ROOT, free_port, runtime_env
+from example_tools.runtime_harness import (
+    LAUNCHER,
+    REPO_ROOT,
+    free_port,
+    prepare_work_dir,
+    runtime_env,
+)
 
 
 def _free_ports():
@@ -27,6 +33,23 @@ def test_launcher_without_purge_says_what_is_missing(tmp_path):
     assert "Missing: the dumped .proto files" in run.stderr
     assert "Run with --purge_dirs" in run.stderr
     assert not (tmp_path / "models").exists()
+
+
+def test_launcher_refuses_a_setting_in_one_line(tmp_path, saved_model_dir):
+    """A thread pool too small for the limits: the key to change, exit 2, no traceback."""
+    prepare_work_dir(tmp_path, saved_model_dir, num_train_images=4)
+    run = subprocess.run(
+        [sys.executable, str(LAUNCHER)],
+        cwd=tmp_path,
+        env={**runtime_env(_free_ports()), "RUNTIME_SERVER_THREAD_POOL_SIZE": "4"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2
+    assert "The runtime did not start: " in run.stderr
+    assert "runtime.server_thread_pool_size is 4" in run.stderr
+    assert "Traceback" not in run.stderr + run.stdout
 
 
 # The whole demo runs in tests/test_newcomer.py (test_demo_keeps_the_users_models_and_data).
