@@ -6,6 +6,11 @@ Creates .venv (or updates it in place) from requirements-dev.lock, the runtime's
 plus the test tools, then runs ``python -m pytest -q tests`` inside it; extra arguments go to
 pytest (e.g. ``-k guards``; ``python3 run_tests.py --pytest-help`` lists them). The exit code is
 pytest's: 5 (no tests collected) counts as a failure.
+
+    python3 run_tests.py --fast    # the fast tier: no runtime process, no script (about a minute)
+
+``--fast`` leaves out the tests marked ``e2e`` (tests/conftest.py marks them: they start a
+runtime or run the example's scripts); CI runs both tiers.
 """
 
 # Standard
@@ -29,7 +34,9 @@ def main() -> int:
     )
     covers = [REPO_DIR / "requirements.lock"] if requirements.suffix == ".lock" else []
     ensure_venv(requirements, [str(pathlib.Path(__file__).resolve()), *argv], covers=covers)
-    pytest_args = ["--help" if arg == "--pytest-help" else arg for arg in argv]
+    pytest_args = []
+    for arg in argv:
+        pytest_args += {"--pytest-help": ["--help"], "--fast": ["-m", "not e2e"]}.get(arg, [arg])
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "tests", *pytest_args], cwd=REPO_DIR
     ).returncode

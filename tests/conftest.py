@@ -101,3 +101,33 @@ def walkthrough(tmp_path_factory, saved_model_dir):
 
     with serve_walkthrough(tmp_path_factory, saved_model_dir) as runtime:
         yield runtime
+
+
+# -- the two tiers ----------------------------------------------------------------------------------
+
+# Fixtures that start a runtime process (a test using one, directly or through another fixture,
+# is end-to-end), and the modules whose tests run the example's scripts or servers themselves.
+RUNTIME_FIXTURES = frozenset({
+    "runtime", "second_runtime", "served", "served_workspace", "deploying_runtime", "walkthrough",
+    "node_client",
+})
+SCRIPT_MODULES = frozenset({
+    "test_newcomer", "test_scripts", "test_tls", "test_fuzz_runtime", "test_dump_protos",
+    "test_end_to_end", "test_training_lifecycle", "test_http_api",
+})
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "e2e: starts a runtime process or runs the example's scripts (the slow tier; "
+        "`python3 run_tests.py --fast` leaves these out)",
+    )
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every end-to-end test ``e2e``, from the fixtures it uses and the module it is in."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in SCRIPT_MODULES or RUNTIME_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.e2e)
