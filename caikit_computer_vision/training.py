@@ -41,8 +41,9 @@ log = alog.use_channel("CCVTRAIN")
 # Gradient norm clipping, as in DETR's reference training (max_norm 0.1).
 MAX_GRAD_NORM = 0.1
 WEIGHT_DECAY = 1e-4
-# Share of the steps spent warming the learning rate up (one-cycle schedule, then cosine decay
-# to lr / FINAL_LR_DIVISOR). Measured on the demo (docs/training.md): a constant lr of 1e-3 at
+# Share of the steps spent warming the learning rate up (one-cycle schedule: from lr / 25,
+# OneCycleLR's default div_factor, up to lr, then cosine decay to lr / 25 / FINAL_LR_DIVISOR,
+# i.e. lr / 2500). Measured on the demo (docs/training.md): a constant lr of 1e-3 at
 # batch 8 gave held-out mAP@0.5 0.30-0.63 depending on torch's thread count; warm-up plus decay
 # at a larger batch lands in the same place whatever the thread count.
 WARMUP_FRACTION = 0.1
