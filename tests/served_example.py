@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, Optional, Tuple
 import pathlib
+import subprocess
+import sys
 
 # Third Party
 import grpc
@@ -16,7 +18,12 @@ import yaml
 
 # Local
 from caikit_computer_vision.defaults import DEFAULT_LABELS
-from example_tools.runtime_harness import predict_callable, RuntimeProcess, start_example_runtime
+from example_tools.runtime_harness import (
+    CLIENT,
+    predict_callable,
+    RuntimeProcess,
+    start_example_runtime,
+)
 import common
 
 from .conftest import encode_image, noise_image
@@ -85,3 +92,26 @@ def assert_well_formed(result, width: int, height: int) -> None:
         assert 0.0 <= detected.score <= 1.0, detected.score
         assert 0 <= box.xmin < box.xmax <= width, (box.xmin, box.xmax, width)
         assert 0 <= box.ymin < box.ymax <= height, (box.ymin, box.ymax, height)
+
+
+@contextmanager
+def client_training(
+    work_dir: pathlib.Path, env: Dict[str, str], model_id: str = "interrupted"
+) -> Iterator[subprocess.Popen]:
+    """run_train_and_inference.py training ``model_id`` (for ever, in effect), handed over once
+    it says the runtime accepted the training; killed on exit if still running."""
+    client = subprocess.Popen(
+        [sys.executable, str(CLIENT), "--num-epochs", "100000", "--model-id", model_id],
+        cwd=work_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in client.stdout:
+            if "each epoch's loss is in the runtime's log" in line:
+                break
+        yield client
+    finally:
+        client.kill()

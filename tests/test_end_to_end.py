@@ -19,6 +19,8 @@ import pytest
 from example_tools.runtime_harness import CLIENT, start_runtime
 import common
 
+from .served_example import client_training
+
 CLIENT_EPOCHS = "10"
 ANNOTATED_IMAGE = "annotated.png"
 
@@ -146,24 +148,10 @@ def test_client_without_protos_says_how_to_get_them(tmp_path):
 
 
 def test_sigterm_mid_training_stops_the_runtime_and_the_client_says_so(runtime, client_run):
-    client = subprocess.Popen(
-        [sys.executable, str(CLIENT), "--num-epochs", "100000", "--model-id", "interrupted"],
-        cwd=runtime.work_dir,
-        env=runtime.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        # The client prints this line once the runtime has accepted the training.
-        for line in client.stdout:
-            if "each epoch's loss is in the runtime's log" in line:
-                break
+    with client_training(runtime.work_dir, runtime.env) as client:
         assert runtime.stop() == 0, runtime.log()
         assert "runtime stopped (1 running trainings cancelled)" in runtime.log()
         _, stderr = client.communicate(timeout=60)
-    finally:
-        client.kill()
     assert client.returncode == 1
     assert stderr.strip().splitlines() == [
         f"The runtime on 127.0.0.1:{runtime.ports['grpc']} stopped answering during the "

@@ -23,8 +23,10 @@ import time
 import pytest
 
 # Local
-from example_tools.runtime_harness import LAUNCHER, free_port, runtime_env, start_example_runtime
+from example_tools.runtime_harness import LAUNCHER, free_port, runtime_env
 from example_tools.synthetic_data import render_example
+
+from .served_example import serve_example
 
 IMAGE, _ = render_example("cat")
 PREDICT_ROUTE = "/api/v1/task/object-detection"
@@ -48,13 +50,8 @@ SLACK_S = 1.5
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory, saved_model_dir):
-    runtime = start_example_runtime(
-        tmp_path_factory.mktemp("http_bounds"), saved_model_dir, extra_env=LIMITS_ENV
-    )
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
+    with serve_example(tmp_path_factory.mktemp("http_bounds"), saved_model_dir, LIMITS_ENV) as served:
+        yield served.runtime
 
 
 def _connect(runtime, port: str = "http") -> socket.socket:

@@ -41,6 +41,7 @@ from vision_client.calls import ProgressLine
 import common
 
 from .readme_shell import bash_commands, readme_section, run_readme_command
+from .served_example import client_training
 
 DEMO = REPO_ROOT / "demo.py"
 USER_MODEL = "user_model"
@@ -383,23 +384,10 @@ def test_half_deleted_stubs_are_compiled_again(served_workspace):
 
 def test_ctrl_c_in_the_client_cancels_its_training(served_workspace):
     work_dir, runtime = served_workspace.work_dir, served_workspace.runtime
-    client = subprocess.Popen(
-        [sys.executable, str(CLIENT), "--num-epochs", "100000", "--model-id", "interrupted"],
-        cwd=work_dir,
-        env=runtime.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        for line in client.stdout:
-            if "each epoch's loss is in the runtime's log" in line:
-                break
+    with client_training(work_dir, runtime.env) as client:
         time.sleep(1)
         client.send_signal(signal.SIGINT)
         stdout, stderr = client.communicate(timeout=60)
-    finally:
-        client.kill()
     assert client.returncode == 130, stdout + stderr
     assert "Traceback" not in stderr
     [message] = stderr.strip().splitlines()
