@@ -267,7 +267,8 @@ class AwaitingRequests:
         victim = None
         with self._lock:
             if self._reserved >= self.limit:
-                victim = next((w for w in self._waits if w.ended_by is None), None)
+                # Every wait still listed is uncancelled: a cancelled one leaves the list.
+                victim = next(iter(self._waits), None)
                 if victim is None:
                     return False
                 victim.ended_by = "eviction"
