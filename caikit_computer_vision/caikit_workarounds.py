@@ -8,11 +8,12 @@ uses caikit's public extension points (model finder and trainer in the config, t
 
 # Standard
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional, Sequence, Type
+from typing import Callable, Iterator, List, Optional, Sequence, Type
 import asyncio
 import concurrent.futures
 import contextvars
 import functools
+import os
 import uuid
 
 # Third Party
@@ -21,6 +22,7 @@ import grpc
 # First Party
 from caikit.core.data_model import DataBase
 from caikit.core.model_management.job_base import JobFutureBase
+from caikit.core.model_management.local_job_base import LocalJobBase
 from caikit.core.model_management.local_model_trainer import LocalModelTrainer
 from caikit.core.toolkit.reversible_hasher import ReversibleHasher
 import alog
@@ -92,17 +94,29 @@ def cancel_running_trainings(trainer) -> int:
     Replaces the missing shutdown step of caikit/runtime/grpc_server.py
     ``RuntimeGRPCServer.stop`` and http_server.py ``RuntimeHTTPServer.stop``: caikit 0.29
     trains in non-daemon threads (core/model_management/local_model_trainer.py) and does not
-    stop them, so SIGTERM during a training leaves the process running until it ends. Reads the
-    trainer's ``_futures`` (LocalJobBase keeps its futures there and has no public listing).
+    stop them, so SIGTERM during a training leaves the process running until it ends.
     """
-    futures = getattr(trainer, "_futures", {})
-    running = [f for f in list(futures.values()) if not f.get_info().status.is_terminal]
+    running = running_trainings(trainer)
     for future in running:
         log.info("<CCV84210378I>", "cancelling training %s at shutdown", future.id)
         future.cancel()
     for future in running:
         future.wait()
     return len(running)
+
+
+def running_trainings(trainer) -> List[JobFutureBase]:
+    """The trainings ``trainer`` runs now (neither completed, failed nor cancelled).
+
+    Reads caikit/core/model_management/local_job_base.py ``LocalJobBase._futures``, the dict
+    (training id -> future) that ``LocalJobBase.__init__`` creates and
+    local_model_trainer.py ``LocalModelTrainer.train`` fills: caikit lists no trainings
+    publicly. A trainer that is not a ``LocalJobBase`` has no trainings we can see.
+    """
+    if not isinstance(trainer, LocalJobBase):
+        return []
+    futures = list(trainer._futures.values())  # pylint: disable=protected-access
+    return [future for future in futures if not future.get_info().status.is_terminal]
 
 
 class KeepSavedModelFuture(LocalModelTrainer.LocalModelTrainFuture):
@@ -138,8 +152,22 @@ class TrainingError(Exception):
     """A training's error as its client reads it (``KeepSavedModelFuture.get_info``)."""
 
 
-def routable_training_id(trainer_instance_name: str) -> str:
-    """A new training id that caikit's ``ModelManager.get_model_future`` can route.
+class KeepSavedModelsTrainer(LocalModelTrainer):
+    """caikit's local trainer, whose trainings are ``KeepSavedModelFuture``s.
+
+    Relies on caikit/core/model_management/local_model_trainer.py ``LocalModelTrainer.train``
+    building every training's future from the class attribute ``LocalModelFuture`` (caikit's
+    ``LocalModelTrainFuture``): ``self.LocalModelFuture(self._instance_name, module_class,
+    save_path=..., future_id=..., ...)``. caikit's config names a trainer class, not a future
+    class, so the class is swapped here.
+    """
+
+    LocalModelFuture = KeepSavedModelFuture
+
+
+def routable_training_id(trainer: LocalJobBase) -> str:
+    """A new training id for ``trainer`` that caikit's ``ModelManager.get_model_future`` can
+    route.
 
     caikit/core/model_management/local_model_trainer.py ``LocalModelTrainer.train`` always
     passes ``future_id`` to its future, and local_job_base.py ``LocalJobFuture.__init__`` then
@@ -147,11 +175,24 @@ def routable_training_id(trainer_instance_name: str) -> str:
     None``). core/model_manager.py ``get_model_future`` un-hashes the id's first part as a
     trainer name, which fails (``error.value_check`` logs an ERRR line with a stack trace) before
     it falls back to the default trainer: one error line per GetTrainingStatus poll. An id in the
-    format caikit expects, passed as ``external_training_id``, routes without an error.
+    format caikit expects, passed as ``external_training_id``, routes without an error. The
+    trainer's name is ``LocalJobBase._instance_name`` (set by ``LocalJobBase.__init__``; caikit
+    has no public accessor).
     """
-    return JobFutureBase.ID_DELIMITER.join(
-        [ReversibleHasher.hash(trainer_instance_name), str(uuid.uuid4())]
-    )
+    instance_name = trainer._instance_name  # pylint: disable=protected-access
+    return JobFutureBase.ID_DELIMITER.join([ReversibleHasher.hash(instance_name), str(uuid.uuid4())])
+
+
+def save_path_for(output_dir: str, model_name: str) -> str:
+    """The ``save_path`` to hand caikit's trainer so that a training saves to
+    ``<output_dir>/<model_name>`` exactly.
+
+    caikit/core/model_management/local_job_base.py ``LocalJobFuture._save_path_with_id`` appends
+    ``model_name`` to ``save_path`` only when it is not already a substring of it: with
+    ``save_path=output_dir``, a model named "model" would be saved over ``models/`` itself. A
+    path that already ends in the name is kept as it is.
+    """
+    return os.path.join(output_dir, model_name)
 
 
 def trainer_name_of(training_id: str) -> str:
@@ -177,6 +218,18 @@ def http_request_class(rpc) -> Type[DataBase]:
 
     name = rpc.request.name + ("HttpRequest" if isinstance(rpc, TaskPredictRPC) else "")
     return DataBase.get_class_for_name(name)
+
+
+def listen_http_on(http_server, host: str) -> None:
+    """caikit's HTTP server listens on ``host`` instead of every interface.
+
+    Replaces ``"host": "0.0.0.0"`` in caikit/runtime/http_server/http_server.py
+    ``RuntimeHTTPServer.__init__``, which builds and loads its ``uvicorn.Config`` itself and
+    refuses a ``host`` in ``runtime.http.server_config`` (RUN99488934E). uvicorn reads the
+    config's ``host`` only when the server starts (uvicorn/config.py ``Config.bind_socket``,
+    server.py ``Server.startup``), so it is set here, in between.
+    """
+    http_server.server.config.host = host
 
 
 def bound_http_connections(http_server, protocol_factory: Callable[..., object]) -> None:
@@ -320,3 +373,45 @@ def take_validated_http_requests(scope_key: str) -> None:
         return await caikit_pydantic_from_request(pydantic_model, request)
 
     caikit_http_server.pydantic_from_request = pydantic_from_request
+
+
+def openapi_document(http_server) -> dict:
+    """The OpenAPI document that ``http_server`` (a caikit ``RuntimeHTTPServer``, never started)
+    would serve once started.
+
+    caikit 0.29's caikit/runtime/dump_services.py ``dump_http_services`` reads ``/openapi.json``
+    from a server it never starts; caikit/runtime/http_server/http_server.py
+    ``RuntimeHTTPServer.start`` adds the request and response schemas by calling
+    ``RuntimeHTTPServer._patch_openapi_spec``, which stores the whole document in
+    ``app.openapi_schema``. Without that step the document refers to ``#/$defs/...`` schemas it
+    does not contain, so it is run here, without starting the server.
+    """
+    http_server._patch_openapi_spec()  # pylint: disable=protected-access
+    return http_server.app.openapi_schema
+
+
+def current_model_manager():
+    """The runtime's ``ModelManager`` singleton if one was built, without building it.
+
+    caikit/runtime/model_management/model_manager.py ``ModelManager.get_instance`` builds the
+    singleton on first use and keeps it in the private class attribute ``__instance`` (mangled:
+    ``_ModelManager__instance``); caikit has no public way to ask whether it exists.
+    """
+    # First Party
+    from caikit.runtime.model_management.model_manager import ModelManager
+
+    return ModelManager._ModelManager__instance  # pylint: disable=protected-access
+
+
+def forget_model_manager() -> None:
+    """Forget the runtime's ``ModelManager`` singleton, so that the next
+    ``ModelManager.get_instance()`` builds a new one from the config then in force.
+
+    caikit has no public reset of it (caikit/runtime/model_management/model_manager.py
+    ``ModelManager.get_instance`` and ``ModelManager.__init__``, which asserts that none exists).
+    Shut the old one down first (``ModelManager.shut_down``).
+    """
+    # First Party
+    from caikit.runtime.model_management.model_manager import ModelManager
+
+    ModelManager._ModelManager__instance = None  # pylint: disable=protected-access

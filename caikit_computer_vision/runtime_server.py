@@ -26,6 +26,7 @@ from .caikit_workarounds import (
     build_servers_with,
     cancel_running_trainings,
     http_request_class,
+    listen_http_on,
     log_http_client_errors_briefly,
     run_http_calls_in_the_callers_context,
     take_validated_http_requests,
@@ -75,8 +76,7 @@ def serve(host: str = LOOPBACK) -> None:
             grpc_server = RuntimeGRPCServer()
         if runtime.http.enabled:
             http_server = RuntimeHTTPServer()
-            # uvicorn binds at start-up from its config, so the address can be changed here.
-            http_server.server.config.host = host
+            listen_http_on(http_server, host)
             bound_http_connections(http_server, http_protocol(limits))
             log_http_client_errors_briefly(http_server)
             run_http_calls_in_the_callers_context(http_server)

@@ -22,11 +22,15 @@ import threading
 from caikit.config import get_config
 from caikit.core.data_model.dataobject import get_generated_proto_classes
 from caikit.runtime.dump_services import dump_grpc_services
-from caikit.runtime.model_management.model_manager import ModelManager
 import caikit
 
 # Local
 from caikit_computer_vision.atomic_dirs import staged_directory
+from caikit_computer_vision.caikit_workarounds import (
+    current_model_manager,
+    forget_model_manager,
+    openapi_document,
+)
 
 # Config in force only while dumping. _dump_openapi builds the whole HTTP app just to read
 # its OpenAPI document: without these overrides that app would load (or, with
@@ -84,16 +88,16 @@ def _dump_openapi(path: pathlib.Path) -> None:
 
     caikit 0.29's ``dump_http_services`` reads ``/openapi.json`` from a server it never starts;
     the request and response schemas are added in ``start()``, so its document refers to
-    ``#/$defs/...`` schemas that it does not contain. Here caikit's own patch step runs first.
+    ``#/$defs/...`` schemas that it does not contain. Here caikit's own patch step runs first
+    (``caikit_workarounds.openapi_document``).
     """
     # First Party
     from caikit.runtime.http_server import (  # pylint: disable=import-outside-toplevel
         RuntimeHTTPServer,
     )
 
-    server = RuntimeHTTPServer()
-    server._patch_openapi_spec()  # pylint: disable=protected-access
-    path.write_text(json.dumps(server.app.openapi_schema, indent=2), encoding="utf-8")
+    document = openapi_document(RuntimeHTTPServer())
+    path.write_text(json.dumps(document, indent=2), encoding="utf-8")
 
 
 def _check_no_http_app_protos() -> None:
@@ -144,19 +148,13 @@ def _process_state_kept() -> Iterator[None]:
     # Handlers can only be read and set from the main thread; elsewhere caikit sets none either.
     in_main_thread = threading.current_thread() is threading.main_thread()
     handlers = {sig: signal.getsignal(sig) for sig in signals} if in_main_thread else {}
-    had_model_manager = _current_model_manager() is not None
+    had_model_manager = current_model_manager() is not None
     try:
         yield
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-        manager = _current_model_manager()
+        manager = current_model_manager()
         if manager is not None and not had_model_manager:
             manager.shut_down()
-            # caikit has no public reset of its singleton; the next get_instance() builds anew.
-            ModelManager._ModelManager__instance = None  # pylint: disable=protected-access
-
-
-def _current_model_manager():
-    """The ModelManager singleton if one was built, without building it."""
-    return ModelManager._ModelManager__instance  # pylint: disable=protected-access
+            forget_model_manager()

@@ -183,14 +183,14 @@ import json, pathlib, signal, sys
 sys.path.insert(0, sys.argv[1])
 import common
 from caikit.config import get_config
-from caikit.runtime.model_management.model_manager import ModelManager
+from caikit_computer_vision.caikit_workarounds import current_model_manager
 from example_tools.proto_dump import dump_interfaces
 
 def state():
     runtime = get_config().runtime
     return [runtime.local_models_dir, runtime.lazy_load_local_models, runtime.metrics.enabled,
             repr(signal.getsignal(signal.SIGINT)), repr(signal.getsignal(signal.SIGTERM)),
-            ModelManager._ModelManager__instance is None]
+            current_model_manager() is None]
 
 common.configure_caikit()
 before = state()

@@ -1,7 +1,7 @@
 """A caikit model trainer that refuses unsafe or invalid train requests before any work."""
 
 # Standard
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Dict, Optional, Type
 import os
 import threading
 
@@ -16,13 +16,17 @@ from caikit.core.exceptions.caikit_core_exception import (
     CaikitCoreException,
     CaikitCoreStatusCode,
 )
-from caikit.core.model_management.local_model_trainer import LocalModelTrainer
 from caikit.runtime.types.caikit_runtime_exception import CaikitRuntimeException
 import aconfig
 import alog
 
 # Local
-from ..caikit_workarounds import KeepSavedModelFuture, routable_training_id
+from ..caikit_workarounds import (
+    KeepSavedModelsTrainer,
+    routable_training_id,
+    running_trainings,
+    save_path_for,
+)
 from ..data_model import ObjectDetectionTrainSet
 from ..defaults import LIBRARY_CONFIG_KEY
 from ..memory import return_freed_memory
@@ -33,8 +37,8 @@ log = alog.use_channel("CCVGUARD")
 error = error_handler.get(log)
 
 
-class GuardedModelTrainer(LocalModelTrainer):
-    """LocalModelTrainer that checks a request synchronously, in the Train RPC itself.
+class GuardedModelTrainer(KeepSavedModelsTrainer):
+    """caikit's LocalModelTrainer that checks a request synchronously, in the Train RPC itself.
 
     caikit runs training in the background, so an error inside ``train`` only shows up later as
     an ERRORED status. Everything a client can get wrong is checked here instead, and the Train
@@ -55,12 +59,10 @@ class GuardedModelTrainer(LocalModelTrainer):
     Training ids are issued in the format caikit's training lookup expects, so that polling a
     training's status logs nothing (caikit_workarounds.routable_training_id), and a training
     that caikit forgets after ``retention_duration`` keeps its saved model
-    (caikit_workarounds.KeepSavedModelFuture).
+    (caikit_workarounds.KeepSavedModelsTrainer).
     """
 
     name = "CCV_GUARDED"
-    # The class LocalModelTrainer.train builds its futures from.
-    LocalModelFuture = KeepSavedModelFuture
 
     def __init__(self, config: aconfig.Config, instance_name: str):
         super().__init__(config, instance_name)
@@ -94,47 +96,56 @@ class GuardedModelTrainer(LocalModelTrainer):
         """
         limits = Limits.from_config()
         output_dir = get_config().runtime.training.output_dir
-        self._check_request(limits, output_dir, model_name, save_path, save_with_id, kwargs)
+        self._check_model_name(limits, model_name)
+        self._check_num_epochs(limits, kwargs.get("num_epochs"))
+        self._check_output_path(output_dir, save_path, save_with_id)
+        self._check_model_path(kwargs.get("model_path"))
+        self._check_train_data(kwargs.get("train_data"))
         with self._submit_lock:
             self._check_capacity(limits, output_dir, model_name)
         self._validate_arguments(module_class, args, kwargs)
+        future = self._submit(
+            limits, output_dir, module_class, args, kwargs, model_name, save_with_id,
+            external_training_id,
+        )
+        _release_memory_when_done(future)
+        return future
+
+    def _submit(
+        self,
+        limits: Limits,
+        output_dir: str,
+        module_class: Type[ModuleBase],
+        args,
+        kwargs: Dict[str, Any],
+        model_name: str,
+        save_with_id: bool,
+        external_training_id: Optional[str],
+    ):
+        """Hand the checked request to caikit's trainer, if the name and a slot are still free
+        (another request may have taken either while this one was validated)."""
         with self._submit_lock:
-            # Checked again: another request may have taken the name or a slot meanwhile.
             self._check_capacity(limits, output_dir, model_name)
             future = super().train(
                 module_class,
                 *args,
-                # The full path, because caikit appends model_name to save_path only when it
-                # is not already a substring of it: "model" would be saved over models/ itself.
-                save_path=os.path.join(output_dir, model_name),
+                save_path=save_path_for(output_dir, model_name),
                 save_with_id=save_with_id,
-                external_training_id=external_training_id
-                or routable_training_id(self._instance_name),
+                external_training_id=external_training_id or routable_training_id(self),
                 model_name=model_name,
                 **kwargs,
             )
             self._latest_by_name[model_name] = future
-        threading.Thread(
-            target=_release_memory_after, args=(future,), name="ccv-train-cleanup", daemon=True
-        ).start()
         return future
 
-    def _check_request(
-        self,
-        limits: Limits,
-        output_dir: str,
-        model_name: Optional[str],
-        save_path: Optional[str],
-        save_with_id: bool,
-        kwargs: Dict[str, Any],
-    ) -> None:
-        """What the request says, read without touching the training set."""
+    def _check_model_name(self, limits: Limits, model_name: Optional[str]) -> None:
         self._check(
             "<CCV61930216E>",
             model_id_problem(model_name, limits.max_model_id_length),
             "model_name",
         )
-        num_epochs = kwargs.get("num_epochs")
+
+    def _check_num_epochs(self, limits: Limits, num_epochs: Any) -> None:
         self._check(
             "<CCV61930221E>",
             f"{num_epochs} is over the limit of {limits.max_num_epochs} "
@@ -143,6 +154,11 @@ class GuardedModelTrainer(LocalModelTrainer):
             else None,
             "num_epochs",
         )
+
+    def _check_output_path(
+        self, output_dir: str, save_path: Optional[str], save_with_id: bool
+    ) -> None:
+        """The request saves to the output directory as it is (no output_path, no id)."""
         self._check(
             "<CCV61930217E>",
             None
@@ -152,29 +168,34 @@ class GuardedModelTrainer(LocalModelTrainer):
             else f"output_path is not supported: models are saved to {output_dir}/<model_name>",
             "output_path",
         )
-        if isinstance(kwargs.get("model_path"), str):
+
+    def _check_model_path(self, model_path: Any) -> None:
+        if isinstance(model_path, str):
             self._check(
                 "<CCV61930218E>",
-                model_dir_problem(kwargs["model_path"], get_config().runtime.local_models_dir),
+                model_dir_problem(model_path, get_config().runtime.local_models_dir),
                 "model_path",
             )
-        train_data = kwargs.get("train_data")
-        if isinstance(train_data, ObjectDetectionTrainSet):
-            for field in ("img_dir_path", "labels_file"):
-                path = getattr(train_data, field) or ""
-                self._check(
-                    "<CCV61930219E>",
-                    None
-                    if path and is_inside(path, self._training_data_dir)
-                    else f"{path!r} is not inside the training data directory "
-                    f"{self._training_data_dir}",
-                    f"train_data.{field}",
-                )
+
+    def _check_train_data(self, train_data: Any) -> None:
+        """The training set's image folder and label file lie inside the training data dir."""
+        if not isinstance(train_data, ObjectDetectionTrainSet):
+            return
+        for field in ("img_dir_path", "labels_file"):
+            path = getattr(train_data, field) or ""
+            self._check(
+                "<CCV61930219E>",
+                None
+                if path and is_inside(path, self._training_data_dir)
+                else f"{path!r} is not inside the training data directory "
+                f"{self._training_data_dir}",
+                f"train_data.{field}",
+            )
 
     def _check_capacity(self, limits: Limits, output_dir: str, model_name: str) -> None:
         """The name is free and a training slot is; call with ``_submit_lock`` held."""
         self._check("<CCV61930220E>", self._name_taken(model_name, output_dir), "model_name")
-        running = self._running()
+        running = running_trainings(self)
         if len(running) >= limits.max_concurrent_trainings:
             # caikit's core status codes have no RESOURCE_EXHAUSTED; its runtime exception
             # reaches the client as it is, over gRPC and (as 429) over HTTP.
@@ -205,9 +226,6 @@ class GuardedModelTrainer(LocalModelTrainer):
                 return latest.id
         return None
 
-    def _running(self) -> List[Any]:
-        return [f for f in list(self._futures.values()) if not f.get_info().status.is_terminal]
-
     def _name_taken(self, model_name: str, output_dir: str) -> Optional[str]:
         if os.path.lexists(os.path.join(output_dir, model_name)):
             return (
@@ -227,15 +245,19 @@ class GuardedModelTrainer(LocalModelTrainer):
             error(log_code, _invalid_argument(f"{field}: {problem}"))
 
 
-def _release_memory_after(future) -> None:
-    """Once a training has ended (completed, failed or cancelled), give its memory back.
+def _release_memory_when_done(future) -> None:
+    """Once the training has ended (completed, failed or cancelled), give its memory back.
 
     A training allocates hundreds of small tensors and batches; after it ends, glibc keeps the
     freed pages in its arenas, so the process's RSS stays up as if it were still training
     (measured in bench/front_door.py).
     """
-    future.wait()
-    return_freed_memory()
+
+    def wait_then_release() -> None:
+        future.wait()
+        return_freed_memory()
+
+    threading.Thread(target=wait_then_release, name="ccv-train-cleanup", daemon=True).start()
 
 
 def _invalid_argument(message: str) -> CaikitCoreException:
