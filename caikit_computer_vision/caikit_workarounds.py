@@ -4,6 +4,12 @@ Each workaround names the caikit behaviour it replaces (file and function, as of
 so that it can be deleted once caikit offers the hook or the fix. Everything else in the library
 uses caikit's public extension points (model finder and trainer in the config, the FastAPI app of
 ``RuntimeHTTPServer``).
+
+Relied on, not replaced: ``caikit_computer_vision/__init__.py`` registers the data model and
+modules only when its ``data_model`` attribute is first read (PEP 562 ``__getattr__``), so that
+pure helpers import without caikit. caikit 0.29 reads that attribute right after importing
+``runtime.library`` (``caikit/runtime/utils/import_util.py``, ``UnifiedDataModel.add_library``
+via ``get_data_model``); tests/test_imports.py fails if it stops.
 """
 
 # Standard
