@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 import grpc
 
 # Local
+from ..batching import serving_client
 from ..defaults import LIBRARY_CONFIG_KEY
 from .front_door import FrontDoor, Kind, Refusal, quote
 from .log_lines import serving_a_client
@@ -186,7 +187,8 @@ class GrpcFrontDoor(grpc.ServerInterceptor):
 
     def _under_model_call_limit(self, behavior):
         def behave(request, context):
-            with self.door.model_calls.held():
+            # The batcher drops a request whose client went away (batching.py).
+            with self.door.model_calls.held(), serving_client(context.is_active):
                 return behavior(request, context)
 
         return behave

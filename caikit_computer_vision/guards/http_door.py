@@ -33,6 +33,7 @@ from caikit.runtime import names
 import alog
 
 # Local
+from ..batching import serving_client
 from ..caikit_workarounds import carry_context_into_default_executor
 from ..defaults import LIBRARY_CONFIG_KEY
 from .front_door import FrontDoor, Kind, Refusal
@@ -153,17 +154,19 @@ class HttpFrontDoor:
             await _respond(send, refused.status, refused.content, close=refused.status in (408, 413))
             return
 
-        replay = _replaying(body, receive)
         carry_context_into_default_executor()
         if route.kind not in (Kind.PREDICT, Kind.TRAIN):
             with serving_a_client():
-                await self.app(scope, replay, send)
+                await self.app(scope, _replaying(body, receive), send)
             return
         await self.door.model_calls.acquire_async()
+        watch = _DisconnectWatch(receive) if route.kind is Kind.PREDICT else None
         try:
-            with serving_a_client():
-                await self.app(scope, replay, send)
+            with serving_a_client(), serving_client(watch.client_waits if watch else _always):
+                await self.app(scope, _replaying(body, watch.receive if watch else receive), send)
         finally:
+            if watch:
+                watch.close()
             self.door.model_calls.release()
 
     # -- checks -----------------------------------------------------------------------------
@@ -320,6 +323,35 @@ async def _respond(send, status: int, content: dict, close: bool = False) -> Non
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _always() -> bool:
+    return True
+
+
+class _DisconnectWatch:
+    """Whether a predict's client is still there, for the batcher (batching.py).
+
+    With the body read, the client's next ASGI message is ``http.disconnect`` when it goes away;
+    one task waits for it from the start, and the app's own later ``receive`` gets that message.
+    """
+
+    def __init__(self, receive):
+        self._next = asyncio.ensure_future(receive())
+
+    def client_waits(self) -> bool:
+        """False once the client has gone; called from the thread running the prediction."""
+        done = self._next.done() and not self._next.cancelled()
+        return not (done and self._next.exception() is None and
+                    self._next.result().get("type") == "http.disconnect")
+
+    async def receive(self) -> dict:
+        return await asyncio.shield(self._next)
+
+    def close(self) -> None:
+        if self._next.done() and not self._next.cancelled():
+            self._next.exception()  # retrieved: no "never retrieved" line in the log
+        self._next.cancel()
 
 
 def _replaying(body: bytes, receive) -> Callable[[], Awaitable[dict]]:

@@ -29,6 +29,7 @@ _NONZERO = (
     "http_body_timeout_s",
     "max_metrics_connections",
     "metrics_connection_timeout_s",
+    "predict_batch_size",
 )
 
 
@@ -55,8 +56,14 @@ class Limits:
     max_concurrent_http_bodies: int = 0
     max_metrics_connections: int = 4
     metrics_connection_timeout_s: float = 10.0
-    # 0: the number of cores this process may run on.
+    # 0: the cores this process may run on, times predict_batch_size (so batches can fill).
     max_concurrent_model_calls: int = 0
+    # Dynamic batching of predictions (batching.py): images per forward pass (1: off) and the
+    # longest a forward pass waits for requests still preparing their image, in milliseconds.
+    predict_batch_size: int = 8
+    predict_batch_delay_ms: int = 2
+    # torch's intra-op threads of a forward pass or training; 0: follow the load (batching.py).
+    torch_threads: int = 0
     max_open_streams: int = 8
     # gRPC calls that hold a server thread while they wait for their request message, and how
     # long each may wait (guards/grpc_door.py).
@@ -68,7 +75,7 @@ class Limits:
     @property
     def model_calls(self) -> int:
         """How many predictions (and train submissions) run at once."""
-        return self.max_concurrent_model_calls or _cores()
+        return self.max_concurrent_model_calls or _cores() * max(1, self.predict_batch_size)
 
     @property
     def http_bodies(self) -> int:

@@ -7,13 +7,14 @@ gives the ``...TransformersObjectDetectorTrainParameters`` message.
 """
 
 # Standard
-from typing import Dict, List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 import copy
 import math
 import os
 import threading
 
 # Third Party
+import grpc
 from safetensors import SafetensorError
 from transformers import YolosForObjectDetection
 from transformers.utils import logging as hf_logging
@@ -27,10 +28,12 @@ from caikit.core.data_model.producer import ProducerId
 from caikit.core.exceptions import error_handler
 from caikit.core.toolkit.concurrency.destroyable_thread import ThreadDestroyedException
 from caikit.interfaces.vision.data_model.backends import image_pil_backend
+from caikit.runtime.types.caikit_runtime_exception import CaikitRuntimeException
 import alog
 
 # Local
 from ...atomic_dirs import DirectoryExistsError, staged_directory
+from ...batching import Batcher, ClientGone, ThreadShare, client_still_waiting
 from ...data_model import (
     BoundingBox,
     DetectedObject,
@@ -38,7 +41,6 @@ from ...data_model import (
     ObjectDetectionTask,
     ObjectDetectionTrainSet,
 )
-from ...duplicates import clip_to_image, keep_best_of_duplicates
 from ...defaults import (
     DEFAULT_SEED,
     DEFAULT_THRESHOLD,
@@ -46,9 +48,10 @@ from ...defaults import (
     LIBRARY_CONFIG_KEY,
     MAX_BOXES_PER_IMAGE,
 )
-from ...images import ImageLimits, fit_for_processor, load_image
+from ...detection import Detector, ForwardRow, PreparedImage, cores
+from ...guards.limits import Limits
+from ...images import ImageLimits
 from ...labelled_images import LabelledImage, load_labelled_images
-from ...memory import return_freed_memory
 from ...model_dir_check import (
     FailedLoads,
     check_model_dir,
@@ -64,14 +67,11 @@ error = error_handler.get(log)
 
 # Sub-directory of a saved model that holds the Hugging Face model and processor files.
 HF_ARTIFACTS_DIR = "hf_model"
-# The processor rounds each resized side down to a multiple of this (see ``pad_to_aspect_ratio``).
-_PROCESSOR_SIDE_MULTIPLE = 16
-# This library's key for torch's intra-op threads (see runtime_config.yaml).
-_TORCH_THREADS_KEY = "torch_threads"
+# This library's keys (see runtime_config.yaml).
 _TRAIN_BATCH_SIZE_KEY = "train_batch_size"
 _MAX_BOXES_PER_IMAGE_KEY = "max_boxes_per_image"
-# From this size on, run() gives the memory of its decode back to the system when it is done.
-_LARGE_IMAGE_PIXELS = 4_000_000
+# torch's intra-op threads of every forward pass and training of this process (batching.py).
+_THREADS = ThreadShare(cores())
 # Model directories that failed to load, with why, until their files change (see ``load``).
 _FAILED_LOADS = FailedLoads()
 
@@ -90,12 +90,32 @@ class TransformersObjectDetector(ModuleBase):
 
     def __init__(self, model: YolosForObjectDetection, processor: YolosImageProcessorPil):
         super().__init__()
-        apply_torch_threads()
-        self.device = select_device()
-        self.model = model.to(self.device).eval()
-        self.processor = processor
-        # Read once, so that a wrong image_formats / max_image_pixels fails the model's load.
-        self.image_limits = ImageLimits.from_config()
+        # Read once, so that a wrong image_formats / max_image_pixels or batching setting fails
+        # the model's load.
+        self.detector = Detector(model, processor, select_device(), ImageLimits.from_config())
+        limits = Limits.from_config()
+        _THREADS.fixed = limits.torch_threads or None
+        self.batcher = Batcher(
+            self._forward,
+            max_batch_size=limits.predict_batch_size,
+            max_delay_s=limits.predict_batch_delay_ms / 1000,
+        )
+
+    @property
+    def model(self) -> YolosForObjectDetection:
+        return self.detector.model
+
+    @property
+    def processor(self) -> YolosImageProcessorPil:
+        return self.detector.processor
+
+    @property
+    def device(self) -> torch.device:
+        return self.detector.device
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return self.detector.image_limits
 
     # -- construction and persistence ------------------------------------------------------
 
@@ -185,72 +205,44 @@ class TransformersObjectDetector(ModuleBase):
 
         Boxes are in pixel coordinates of the input image, clipped to it, most confident first.
         Over the runtime, ``inputs`` is always image bytes (the task's type); in-process callers
-        may also pass a PIL image, a uint8 array or a file path.
+        may also pass a PIL image, a uint8 array or a file path. Concurrent calls share forward
+        passes (batching.py); the answer is the one the image gets alone.
         """
         _check_threshold(threshold)
-        image = load_image(inputs, self.image_limits)  # fit_for_processor converts it
-        width, height = image.size
-        fitted = fit_for_processor(image, self.longest_edge, self.max_aspect_ratio)
-        # A 16-bit or float image was copied to RGB: its decoded pixels (up to 160 MB) need not
-        # live through the processor's arrays.
-        del image
-
-        with torch.inference_mode():
-            encoded = self.processor(images=fitted.image, return_tensors="pt")
-            outputs = self.model(pixel_values=encoded["pixel_values"].to(self.device))
-            detections = self.processor.post_process_object_detection(
-                outputs,
-                threshold=threshold,
-                target_sizes=[(fitted.image.height, fitted.image.width)],
-            )[0]
-            # Clipped to the real image (not the padding) first, so that duplicates are judged
-            # on the boxes the caller gets.
-            detections["boxes"] = clip_to_image(
-                detections["boxes"], width / fitted.scale_x, height / fitted.scale_y
-            )
-            keep = keep_best_of_duplicates(
-                detections["scores"], detections["labels"], detections["boxes"]
-            )
-            detections = {key: value[keep] for key, value in detections.items()}
-
-        id2label: Dict[int, str] = self.model.config.id2label
-        detected = []
-        for score, label_id, (x0, y0, x1, y1) in zip(
-            detections["scores"].tolist(),
-            detections["labels"].tolist(),
-            detections["boxes"].tolist(),
-        ):
-            box = BoundingBox(
-                xmin=_clip(x0 * fitted.scale_x, width),
-                xmax=_clip(x1 * fitted.scale_x, width),
-                ymin=_clip(y0 * fitted.scale_y, height),
-                ymax=_clip(y1 * fitted.scale_y, height),
-            )
-            # A box that lies wholly in the padding added above has no area in the real image.
-            if box.xmax > box.xmin and box.ymax > box.ymin:
-                detected.append(
-                    DetectedObject(score=score, label=id2label[label_id], box=box)
-                )
-        detected.sort(key=lambda obj: obj.score, reverse=True)
-        if width * height >= _LARGE_IMAGE_PIXELS:
-            # Its decode and arrays took hundreds of MB on this pool thread's arena: give them
-            # back, or idle RSS ratchets up with each big image (memory.py).
-            return_freed_memory(collect_cycles=False)
+        with self.batcher.preparing():
+            prepared = self.detector.prepare(inputs)
+        try:
+            row = self.batcher.submit(prepared.shape, prepared, client_still_waiting())
+        except ClientGone as gone:
+            raise CaikitRuntimeException(grpc.StatusCode.CANCELLED, str(gone)) from gone
+        detections = self.detector.finish(prepared, row, threshold)
         return ObjectDetectionResult(
-            detected_objects=detected,
+            detected_objects=[
+                DetectedObject(
+                    score=found.score,
+                    label=found.label,
+                    box=BoundingBox(
+                        xmin=found.xmin, xmax=found.xmax, ymin=found.ymin, ymax=found.ymax
+                    ),
+                )
+                for found in detections
+            ],
             producer_id=ProducerId(name=self.MODULE_NAME, version=self.MODULE_VERSION),
         )
+
+    def _forward(self, batch: Sequence[PreparedImage]) -> List[ForwardRow]:
+        with _THREADS.forward():
+            return self.detector.forward(batch)
 
     @property
     def longest_edge(self) -> int:
         """The processor's limit on the long side (1333, YOLOS' default, when it has none)."""
-        return self.processor.size.longest_edge or 1333
+        return self.detector.longest_edge
 
     @property
     def max_aspect_ratio(self) -> float:
         """Most elongated image the processor can resize without a side collapsing to zero."""
-        # Keep the short side at two multiples of 16 or more after resizing.
-        return max(1.0, self.longest_edge / (2 * _PROCESSOR_SIDE_MULTIPLE))
+        return self.detector.max_aspect_ratio
 
     # -- training ----------------------------------------------------------------------------
 
@@ -317,18 +309,19 @@ class TransformersObjectDetector(ModuleBase):
         base = cls.load(model_path)
         data_labels = sorted({box.label for image in images for box in image.boxes})
         model = _with_labels(base.model, data_labels)
-        fine_tune(
-            model=model,
-            processor=base.processor,
-            images=images,
-            num_epochs=num_epochs,
-            learning_rate=float(learning_rate),
-            batch_size=train_batch_size(),
-            seed=DEFAULT_SEED,
-            device=base.device,
-            longest_edge=base.longest_edge,
-            max_aspect_ratio=base.max_aspect_ratio,
-        )
+        with _THREADS.training():
+            fine_tune(
+                model=model,
+                processor=base.processor,
+                images=images,
+                num_epochs=num_epochs,
+                learning_rate=float(learning_rate),
+                batch_size=train_batch_size(),
+                seed=DEFAULT_SEED,
+                device=base.device,
+                longest_edge=base.longest_edge,
+                max_aspect_ratio=base.max_aspect_ratio,
+            )
         return cls(model, base.processor)
 
 
@@ -373,20 +366,6 @@ def _read_hf_model(
     return None, None, problem
 
 
-def apply_torch_threads() -> None:
-    """Give torch the intra-op thread count of ``caikit_computer_vision.torch_threads``, if set.
-
-    torch's setting is per process: every module reads the same key, so all of a runtime's
-    models, and its trainings, share it. Unset (as outside the runtime), torch keeps its default.
-    """
-    threads = _whole_number_setting(_TORCH_THREADS_KEY, "<CCV31558721E>")
-    if threads is None:
-        return
-    if torch.get_num_threads() != threads:
-        log.info("<CCV31558722I>", "torch intra-op threads: %d", threads)
-        torch.set_num_threads(threads)
-
-
 def train_batch_size() -> int:
     """Images per training step: ``caikit_computer_vision.train_batch_size`` if set, else
     ``DEFAULT_TRAIN_BATCH_SIZE``. Read at every training, so a changed config applies to the
@@ -420,10 +399,6 @@ def _check_threshold(threshold: float) -> None:
         "threshold must be a number between 0 and 1 (a minimum class probability), got {}",
         threshold,
     )
-
-
-def _clip(value: float, limit: int) -> int:
-    return int(min(max(round(value), 0), limit))
 
 
 def _with_labels(

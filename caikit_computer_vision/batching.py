@@ -1,0 +1,223 @@
+"""Dynamic batching of predictions, and torch threads that follow the load.
+
+Why our own batcher: caikit 0.29's ``runtime.batching`` wraps a model in a ``Batcher`` that its
+task predict RPC rejects (``_verify_model_task`` reads ``model.__class__.tasks``, which the
+wrapper lacks), so every predict would answer INTERNAL; making it serve task RPCs means patching
+both the wrapper and the servicer. A batcher inside the module needs no caikit at all.
+
+How it works, without a thread of its own: each request prepares its image in its own server
+thread (a bad image fails there, alone), then hands the processed pixels to its model's
+``Batcher``. The first request to find no forward pass running leads: it gathers what is waiting
+with the same processed shape (up to ``max_batch_size``), waits at most ``max_delay_s`` for more
+only while other requests are still preparing theirs (a lone client never waits), runs one
+forward pass and hands each request its row. While it runs, new requests queue; when it is
+done, one of them leads the next batch. A request whose client gave up (``still_wanted`` says
+no) is dropped before the pass.
+
+Threads follow the load (``ThreadShare``): a forward pass alone gets every core as torch
+intra-op threads; passes of several models, and trainings, share them. torch's thread count is
+per thread (OpenMP's), so setting it in the thread that runs the pass affects only that pass.
+"""
+
+# Standard
+from contextlib import contextmanager
+from dataclasses import dataclass
+from contextvars import ContextVar
+from typing import Callable, Generic, Hashable, Iterator, List, Optional, Sequence, TypeVar
+import threading
+import time
+
+# Third Party
+import torch
+
+Item = TypeVar("Item")
+Answer = TypeVar("Answer")
+
+
+class ClientGone(Exception):
+    """The request's client gave up before its forward pass: it left the batch."""
+
+
+class ThreadShare:
+    """Intra-op threads for forward passes and trainings: the cores divided among those running.
+
+    A training takes ``training_threads`` (``fixed``, else all cores but one, which stay for
+    predictions); forward passes divide what trainings leave. ``fixed`` (the config's
+    ``torch_threads``) overrides the division.
+    """
+
+    def __init__(self, cores: int, fixed: Optional[int] = None):
+        self.cores = max(1, cores)
+        self.fixed = fixed
+        self._forwards = 0
+        self._training_threads = 0
+        self._lock = threading.Lock()
+
+    @property
+    def training_threads(self) -> int:
+        return self.fixed or max(1, self.cores - 1)
+
+    @contextmanager
+    def forward(self) -> Iterator[int]:
+        """Around a forward pass: count it, set and yield its thread count."""
+        with self._lock:
+            self._forwards += 1
+            free = max(1, self.cores - self._training_threads)
+            threads = self.fixed or max(1, free // self._forwards)
+        torch.set_num_threads(threads)
+        try:
+            yield threads
+        finally:
+            with self._lock:
+                self._forwards -= 1
+
+    @contextmanager
+    def training(self) -> Iterator[int]:
+        """Around a training: count its threads, set and yield them."""
+        threads = self.training_threads
+        with self._lock:
+            self._training_threads += threads
+        torch.set_num_threads(threads)
+        try:
+            yield threads
+        finally:
+            with self._lock:
+                self._training_threads -= threads
+
+
+# Whether the client of the request being served still waits for its answer; the doors set it
+# (gRPC: the call is active; HTTP: the connection has not been closed).
+_STILL_WANTED: ContextVar[Callable[[], bool]] = ContextVar(
+    "ccv_client_still_waiting", default=lambda: True
+)
+
+
+def client_still_waiting() -> Callable[[], bool]:
+    """The check for the request being served (always true outside a served request)."""
+    return _STILL_WANTED.get()
+
+
+@contextmanager
+def serving_client(still_waiting: Callable[[], bool]) -> Iterator[None]:
+    """Around the handling of a request: ``client_still_waiting()`` returns ``still_waiting``."""
+    token = _STILL_WANTED.set(still_waiting)
+    try:
+        yield
+    finally:
+        _STILL_WANTED.reset(token)
+
+
+@dataclass
+class _Request(Generic[Item, Answer]):
+    key: Hashable
+    item: Item
+    still_wanted: Callable[[], bool]
+    answer: Optional[Answer] = None
+    failure: Optional[BaseException] = None
+    done: bool = False
+
+
+class Batcher(Generic[Item, Answer]):
+    """Runs ``run_batch`` over requests of one key at a time, at most ``max_batch_size`` each.
+
+    ``run_batch(items)`` returns one answer per item, in order; if it raises, every request of
+    that batch gets the exception.
+    """
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[Item]], Sequence[Answer]],
+        max_batch_size: int,
+        max_delay_s: float,
+    ):
+        self.run_batch = run_batch
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_delay_s = max(0.0, max_delay_s)
+        self._cond = threading.Condition()
+        self._queue: List[_Request] = []
+        self._leading = False
+        self._preparing = 0
+        # Sizes of the batches run, the last few hundred (for tests and bench).
+        self.batch_sizes: List[int] = []
+
+    @contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Around a request's preparation: a leader may wait for it to join its batch."""
+        with self._cond:
+            self._preparing += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._preparing -= 1
+                self._cond.notify_all()
+
+    def submit(
+        self, key: Hashable, item: Item, still_wanted: Callable[[], bool] = lambda: True
+    ) -> Answer:
+        """``item``'s answer, computed in a batch of items with the same ``key``."""
+        request = _Request(key, item, still_wanted)
+        with self._cond:
+            self._queue.append(request)
+            self._cond.notify_all()
+            while not request.done and self._leading:
+                self._cond.wait()
+            if not request.done:
+                self._leading = True
+        if not request.done:
+            self._lead_until_done(request)
+        if request.failure is not None:
+            raise request.failure
+        return request.answer
+
+    def _lead_until_done(self, own: _Request) -> None:
+        """Run batches until ``own`` is answered, then let a waiting request lead."""
+        try:
+            while not own.done:
+                self._run(self._gather())
+        finally:
+            with self._cond:
+                self._leading = False
+                self._cond.notify_all()
+
+    def _gather(self) -> List[_Request]:
+        """The next batch: the oldest request's key, waiting briefly while others prepare."""
+        deadline = time.monotonic() + self.max_delay_s
+        with self._cond:
+            while True:
+                key = self._queue[0].key
+                same = [request for request in self._queue if request.key == key]
+                left = deadline - time.monotonic()
+                if len(same) >= self.max_batch_size or self._preparing == 0 or left <= 0:
+                    break
+                self._cond.wait(left)
+            batch = same[: self.max_batch_size]
+            taken = set(map(id, batch))
+            self._queue = [request for request in self._queue if id(request) not in taken]
+        return batch
+
+    def _run(self, batch: List[_Request]) -> None:
+        wanted = []
+        for request in batch:
+            if request.still_wanted():
+                wanted.append(request)
+            else:
+                request.failure = ClientGone("the client gave up before its forward pass")
+        try:
+            answers = list(self.run_batch([request.item for request in wanted])) if wanted else []
+            if len(answers) != len(wanted):
+                raise RuntimeError(f"{len(answers)} answers for a batch of {len(wanted)}")
+            for request, answer in zip(wanted, answers):
+                request.answer = answer
+        except BaseException as failure:  # every request of the batch learns of it
+            for request in wanted:
+                request.failure = failure
+            if not isinstance(failure, Exception):
+                raise
+        finally:
+            with self._cond:
+                for request in batch:
+                    request.done = True
+                if wanted:
+                    self.batch_sizes = (self.batch_sizes + [len(wanted)])[-256:]
+                self._cond.notify_all()

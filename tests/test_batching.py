@@ -1,0 +1,293 @@
+"""Dynamic batching and the thread policy (caikit_computer_vision/batching.py, detection.py).
+
+What a client must be able to rely on: an answer is the one its image gets alone (the same
+labels and boxes; scores to 1e-6, since float sums in another order, as with another torch
+thread count, move the last bits), a bad image
+fails its own request only, a request whose client left never reaches a forward pass, a lone
+request never waits for company, and torch's threads follow how many passes run at once.
+"""
+
+# Standard
+from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+
+# Third Party
+import grpc
+import pytest
+import torch
+
+# Local
+from caikit_computer_vision.batching import Batcher, ClientGone, ThreadShare
+from caikit_computer_vision.detection import Detector
+from caikit_computer_vision.guards.limits import Limits
+
+from .conftest import encode_image, noise_image
+from .served_example import predict_status
+
+# Different sizes and contents; the tiny model processes all but the elongated one to one shape.
+IMAGE_SIZES = [(64, 64), (80, 60), (640, 480), (33, 200), (300, 300), (64, 64), (120, 90), (50, 50)]
+
+
+def _images():
+    return [
+        encode_image(noise_image(width, height, seed=index))
+        for index, (width, height) in enumerate(IMAGE_SIZES)
+    ]
+
+
+def _as_tuples(result):
+    return [
+        (obj.label, obj.score, obj.box.xmin, obj.box.ymin, obj.box.xmax, obj.box.ymax)
+        for obj in result.detected_objects
+    ]
+
+
+def assert_same_answers(answers, expected):
+    """Each answer has the expected labels and boxes, in order, and scores to 1e-6."""
+    assert len(answers) == len(expected)
+    for answer, wanted in zip(answers, expected):
+        assert [found[:1] + found[2:] for found in answer] == [
+            found[:1] + found[2:] for found in wanted
+        ]
+        assert [found[1] for found in answer] == pytest.approx(
+            [found[1] for found in wanted], rel=0, abs=1e-6
+        )
+
+
+# -- answers -----------------------------------------------------------------------------------
+
+
+def test_a_row_of_a_batched_forward_pass_equals_the_image_alone(detector):
+    engine = Detector(detector.model, detector.processor, detector.device)
+    prepared = [engine.prepare(image) for image in _images()]
+    prepared = [image for image in prepared if image.shape == prepared[0].shape]
+    assert len(prepared) > 4
+    batched = engine.forward(prepared)
+    for image, row in zip(prepared, batched):
+        alone_logits, alone_boxes = engine.forward([image])[0]
+        assert torch.allclose(row[0], alone_logits, rtol=0, atol=1e-6)
+        assert torch.allclose(row[1], alone_boxes, rtol=0, atol=1e-6)
+
+
+def test_detect_gives_each_image_its_own_answer_alone(detector):
+    engine = Detector(detector.model, detector.processor, detector.device)
+    images = _images()
+    together = engine.detect(images, threshold=0.0)
+    alone = [engine.detect([image], threshold=0.0)[0] for image in images]
+    assert all(together), "the untrained tiny model finds something at threshold 0"
+    assert_same_answers(
+        [[(d.label, d.score, d.xmin, d.ymin, d.xmax, d.ymax) for d in found] for found in together],
+        [[(d.label, d.score, d.xmin, d.ymin, d.xmax, d.ymax) for d in found] for found in alone],
+    )
+
+
+def test_concurrent_runs_share_forward_passes_and_answer_as_alone(detector):
+    images = _images()
+    alone = [_as_tuples(detector.run(image, 0.0)) for image in images]
+    before = len(detector.batcher.batch_sizes)
+    start = threading.Barrier(len(images))
+
+    def run(image):
+        start.wait()
+        return _as_tuples(detector.run(image, 0.0))
+
+    for _ in range(3):  # thread start-up may leave a round unbatched; three never all are
+        with ThreadPoolExecutor(len(images)) as pool:
+            assert_same_answers(list(pool.map(run, images)), alone)
+    sizes = detector.batcher.batch_sizes[before:]
+    assert sum(sizes) == 3 * len(images)
+    assert max(sizes) > 1, f"no forward pass was shared: {sizes}"
+    assert max(sizes) <= detector.batcher.max_batch_size
+
+
+def test_a_bad_image_fails_its_own_request_only(detector):
+    images = _images()
+    alone = [_as_tuples(detector.run(image, 0.0)) for image in images]
+    requests = images[:4] + [b"this is not an image"] + images[4:]
+    start = threading.Barrier(len(requests))
+
+    def run(image):
+        start.wait()
+        try:
+            return _as_tuples(detector.run(image, 0.0))
+        except ValueError as err:
+            return err
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(run, requests))
+    assert isinstance(answers[4], ValueError) and "image" in str(answers[4])
+    assert_same_answers(answers[:4] + answers[5:], alone)
+
+
+# -- the batcher -----------------------------------------------------------------------------
+
+
+def _recording_batcher(max_batch_size=8, max_delay_s=0.05, run=None):
+    batches = []
+
+    def run_batch(items):
+        batches.append(list(items))
+        return [run(item) if run else item * 10 for item in items]
+
+    return Batcher(run_batch, max_batch_size, max_delay_s), batches
+
+
+def test_a_request_whose_client_left_never_reaches_a_forward_pass():
+    release = threading.Event()
+    first_started = threading.Event()
+
+    def slow(item):
+        first_started.set()
+        assert release.wait(10)
+        return item
+
+    batcher, batches = _recording_batcher(run=slow)
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(batcher.submit, "k", 1)
+        assert first_started.wait(10)
+        # Queued behind the running pass: one client stays, one leaves before its turn.
+        staying = pool.submit(batcher.submit, "k", 2)
+        leaving = pool.submit(batcher.submit, "k", 3, lambda: False)
+        _wait_for(lambda: len(batcher._queue) == 2)
+        release.set()
+        assert first.result(10) == 1 and staying.result(10) == 2
+        with pytest.raises(ClientGone):
+            leaving.result(10)
+    assert batches == [[1], [2]]
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    batcher, batches = _recording_batcher(max_delay_s=5.0)
+    started = time.monotonic()
+    assert batcher.submit("k", 4) == 40
+    assert time.monotonic() - started < 2.5, "it waited for the collection delay"
+    assert batches == [[4]]
+
+
+def test_the_pass_waits_for_requests_still_preparing_their_image():
+    batcher, batches = _recording_batcher(max_delay_s=5.0)
+    prepared = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+
+        def late():
+            with batcher.preparing():
+                assert prepared.wait(10)
+            return batcher.submit("k", 2)
+
+        second = pool.submit(late)
+        _wait_for(lambda: batcher._preparing == 1)
+        first = pool.submit(batcher.submit, "k", 1)
+        _wait_for(lambda: len(batcher._queue) == 1)
+        prepared.set()
+        assert (first.result(10), second.result(10)) == (10, 20)
+    assert batches == [[1, 2]]
+
+
+def test_images_of_different_shapes_never_share_a_pass():
+    batcher, batches = _recording_batcher(max_delay_s=0.2)
+    items = [("a", 1), ("b", 2), ("a", 3), ("b", 4), ("a", 5)]
+    start = threading.Barrier(len(items))
+
+    def submit(key_item):
+        key, item = key_item
+        with batcher.preparing():
+            start.wait()
+        return batcher.submit(key, (key, item), lambda: True)
+
+    batcher.run_batch = lambda batch: (batches.append(list(batch)), list(batch))[1]
+    with ThreadPoolExecutor(len(items)) as pool:
+        assert list(pool.map(submit, items)) == [(key, item) for key, item in items]
+    assert all(len({key for key, _ in batch}) == 1 for batch in batches)
+    assert sorted(item for batch in batches for _, item in batch) == [1, 2, 3, 4, 5]
+
+
+def test_a_failing_pass_fails_the_requests_of_that_batch_and_the_next_pass_runs():
+    calls = []
+
+    def run_batch(items):
+        calls.append(list(items))
+        if 13 in items:
+            raise RuntimeError("the model broke")
+        return items
+
+    batcher = Batcher(run_batch, max_batch_size=1, max_delay_s=0)
+    with pytest.raises(RuntimeError, match="the model broke"):
+        batcher.submit("k", 13)
+    assert batcher.submit("k", 7) == 7
+
+
+def test_batches_hold_at_most_max_batch_size():
+    batcher, batches = _recording_batcher(max_batch_size=3, max_delay_s=0.2)
+    start = threading.Barrier(10)
+
+    def submit(item):
+        with batcher.preparing():
+            start.wait()
+        return batcher.submit("k", item)
+
+    with ThreadPoolExecutor(10) as pool:
+        assert list(pool.map(submit, range(10))) == [item * 10 for item in range(10)]
+    assert max(len(batch) for batch in batches) <= 3
+
+
+# -- threads -----------------------------------------------------------------------------------
+
+
+def test_a_pass_alone_gets_every_core_and_concurrent_passes_share_them():
+    share = ThreadShare(cores=4)
+    with share.forward() as alone:
+        assert alone == 4 and torch.get_num_threads() == 4
+        seen = {}
+        thread = threading.Thread(target=lambda: _enter(share, seen))
+        thread.start()
+        thread.join()
+        assert seen == {"threads": 2, "torch": 2}
+    with share.training() as training:
+        assert training == 3
+        with share.forward() as beside_training:
+            assert beside_training == 1
+    assert ThreadShare(cores=4, fixed=1).training_threads == 1
+    with ThreadShare(cores=4, fixed=3).forward() as fixed:
+        assert fixed == 3
+
+
+def _enter(share, seen):
+    with share.forward() as threads:
+        seen.update(threads=threads, torch=torch.get_num_threads())
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def test_model_calls_leave_room_for_batches_to_fill():
+    limits = Limits(predict_batch_size=8)
+    assert limits.model_calls == 8 * Limits(predict_batch_size=1).model_calls
+    assert Limits(max_concurrent_model_calls=3).model_calls == 3
+
+
+# -- through the runtime ----------------------------------------------------------------------------
+
+
+def test_concurrent_grpc_predicts_answer_as_alone_and_a_bad_image_fails_alone(served):
+    images = _images()
+    alone = [_as_tuples(served.predict(image, 0.0)) for image in images]
+    requests = images + [b"\xff\xd8 not really a JPEG"]
+    start = threading.Barrier(len(requests))
+
+    def call(image):
+        start.wait()
+        return predict_status(served.predict, image, 0.0)
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        answers = list(pool.map(call, requests))
+    assert all(code is grpc.StatusCode.OK for code, _, _ in answers[:-1])
+    assert_same_answers([_as_tuples(result) for _, _, result in answers[:-1]], alone)
+    assert answers[-1][0] is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _wait_for(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
