@@ -9,8 +9,9 @@ scipy (a device-to-host copy per image), and a per-batch collate moves every tar
 one tensor at a time. Here the images are stacked once (per image size), the targets are padded
 tensors, and the DETR loss (class + L1 + GIoU, no-object down-weighted) and its one-to-one
 matching are computed for the whole batch at once on the model's device. The only host syncs are
-one per epoch (the loss that is reported) and the caller's progress callback. On a CUDA GPU the
-step is recorded once as a CUDA graph and replayed (step_graphs.py), so the step avoids what a
+one per epoch (the loss that is reported) and the caller's progress callback. On a CUDA GPU
+full batches are replayed from a recorded CUDA graph after a few eager warm-up steps (the
+numbers and which steps run eagerly are in step_graphs.py), so the step avoids what a
 recording cannot take: ``.prod`` (its backward syncs), scatter/gather and indexed writes.
 """
 
@@ -43,9 +44,9 @@ MAX_GRAD_NORM = 0.1
 WEIGHT_DECAY = 1e-4
 # Share of the steps spent warming the learning rate up (one-cycle schedule: from lr / 25,
 # OneCycleLR's default div_factor, up to lr, then cosine decay to lr / 25 / FINAL_LR_DIVISOR,
-# i.e. lr / 2500). Measured on the demo (docs/training.md): a constant lr of 1e-3 at
-# batch 8 gave held-out mAP@0.5 0.30-0.63 depending on torch's thread count; warm-up plus decay
-# at a larger batch lands in the same place whatever the thread count.
+# i.e. lr / 2500). A constant learning rate left the demo's held-out quality depending on
+# torch's thread count; warm-up plus decay at a larger batch lands in the same place whatever
+# the thread count (measured in docs/training.md).
 WARMUP_FRACTION = 0.1
 FINAL_LR_DIVISOR = 100.0
 # DETR's loss weights (transformers' YolosConfig defaults): class 1, L1 5, GIoU 2, and the
@@ -75,12 +76,11 @@ class Recipe:
     """
 
     # DETR's auxiliary losses: the heads also read the detection tokens after every earlier
-    # encoder layer, so each layer gets a direct signal. Measured: held-out mAP@0.5 after 40
-    # epochs 0.03 -> 0.10.
+    # encoder layer, so each layer gets a direct signal (what it adds: docs/training.md).
     auxiliary_losses: bool = True
     # One-to-many matching (as in H-DETR / Group DETR): each object is the target of this many
     # detection tokens, so a batch trains 3x the positives. Duplicates it teaches are removed
-    # by run()'s class-aware NMS (duplicates.py). Measured: 0.10 -> 0.12 at 40 epochs.
+    # by run()'s class-aware NMS (duplicates.py). What it adds: docs/training.md.
     matches_per_object: int = MATCHES_PER_OBJECT
     # Weight of a fixed spatial prior in the matching cost: token i prefers objects near its
     # anchor (a grid point, ``query_anchors``). Early in training the predicted boxes are noise
@@ -92,8 +92,9 @@ class Recipe:
     max_grad_norm: float = MAX_GRAD_NORM
     # torch's deterministic algorithms for the duration of the training (``_deterministic``).
     deterministic: bool = True
-    # On a CUDA GPU, replay the training step as a CUDA graph (step_graphs.py). Off, every step
-    # is launched op by op (the same arithmetic, several times slower for a small model).
+    # On a CUDA GPU, replay full batches' training step from a CUDA graph (step_graphs.py).
+    # Off, every step is launched op by op (the same arithmetic, slower for a small model:
+    # docs/training.md).
     cuda_graphs: bool = True
 
 
@@ -226,6 +227,52 @@ def fine_tune(
     """
     recipe = recipe or Recipe()
     started = time.perf_counter()
+    buckets = _encode_training_set(processor, images, model, longest_edge, max_aspect_ratio)
+    with _deterministic(device, recipe.deterministic):
+        model.to(device)
+        buckets = _place_training_set(buckets, device)
+        model.train()
+        graphs_wanted = wants_step_graphs(recipe, device, buckets)
+        optimizer = _adamw(model, learning_rate, device, capturable=graphs_wanted)
+        scheduler = _one_cycle_schedule(
+            optimizer, learning_rate, steps_per_epoch(buckets, batch_size) * num_epochs, recipe
+        )
+        loss_sum = torch.zeros((), device=device)
+        step = _training_step(model, optimizer, recipe, device, loss_sum)
+        graphs = StepGraphs(step, batch_size, device) if graphs_wanted else None
+        epoch_losses = _train_epochs(
+            graphs.run if graphs is not None else _eager_step(step),
+            scheduler, loss_sum, buckets, batch_size, num_epochs, seed, recipe, device, on_epoch,
+        )
+        # The gradients (in a recording's memory, if any) are not needed after the training.
+        optimizer.zero_grad(set_to_none=True)
+        _log_replays(graphs)
+    model.eval()
+    log.info(
+        "<CCV10448212I>",
+        "trained %d epochs of %d images in %.1f s: loss %.4f -> %.4f",
+        num_epochs,
+        sum(len(bucket) for bucket in buckets),
+        time.perf_counter() - started,
+        epoch_losses[0],
+        epoch_losses[-1],
+    )
+    return epoch_losses
+
+
+# A training step as the epoch loop takes it: (bucket's index, bucket, image indices, which to
+# mirror). StepGraphs.run, or the eager step (``_eager_step``).
+TakeStep = Callable[[int, "ImageBucket", torch.Tensor, torch.Tensor], None]
+
+
+def _encode_training_set(
+    processor: YolosImageProcessorPil,
+    images: Sequence[LabelledImage],
+    model: YolosForObjectDetection,
+    longest_edge: int,
+    max_aspect_ratio: float,
+) -> List[ImageBucket]:
+    started = time.perf_counter()
     buckets = encode_images(
         processor, images, model.config.label2id, longest_edge, max_aspect_ratio
     )
@@ -236,102 +283,138 @@ def fine_tune(
         len(buckets),
         time.perf_counter() - started,
     )
-    with _deterministic(device, recipe.deterministic):
-        model.to(device)
-        if sum(bucket.nbytes() for bucket in buckets) <= MAX_DATA_ON_DEVICE_BYTES:
-            buckets = [bucket.to(device) for bucket in buckets]
-        elif device.type == "cuda":
-            buckets = [
-                ImageBucket(*(tensor.pin_memory() for tensor in (
-                    bucket.pixel_values, bucket.class_labels, bucket.boxes, bucket.mask)))
-                for bucket in buckets
-            ]
-        model.train()
-        # On a GPU the steps are replayed as CUDA graphs (step_graphs.py), which needs the
-        # optimiser's step count and learning rate on the device.
-        graphs_wanted = (
-            recipe.cuda_graphs and device.type == "cuda"
-            and all(bucket.pixel_values.device.type == "cuda" for bucket in buckets)
-        )
-        optimizer = torch.optim.AdamW(
-            model.parameters(),
-            lr=torch.tensor(learning_rate, device=device) if graphs_wanted else learning_rate,
-            weight_decay=WEIGHT_DECAY,
-            fused=True,
-            capturable=graphs_wanted,
-        )
-        steps_per_epoch = sum(math.ceil(len(bucket) / batch_size) for bucket in buckets)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=learning_rate,
-            # OneCycleLR divides by the length of its warm-up, pct_start * total_steps - 1: a
-            # short training (10 epochs of 32 images is 10 steps) would make it zero. At least
-            # two warm-up steps; a schedule longer than the training just ends before its tail.
-            total_steps=max(
-                steps_per_epoch * num_epochs, math.floor(2 / recipe.warmup_fraction) + 1
-            ),
-            pct_start=recipe.warmup_fraction,
-            anneal_strategy="cos",
-            final_div_factor=FINAL_LR_DIVISOR,
-            # Adam's beta1 stays 0.9: a recorded step (CUDA graph) bakes the fused AdamW's
-            # betas into its kernels, so a schedule of them would not reach it. Measured on
-            # the demo: no worse than cycling it 0.95 -> 0.85 -> 0.95 (docs/training.md).
-            cycle_momentum=False,
-        )
-        loss_sum = torch.zeros((), device=device)
-        step = _training_step(model, optimizer, recipe, device, loss_sum)
-        graphs = StepGraphs(step, batch_size, device) if graphs_wanted else None
-        generator = torch.Generator().manual_seed(seed)
-        num_images = sum(len(bucket) for bucket in buckets)
-        epoch_losses: List[float] = []
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for epoch in range(1, num_epochs + 1):
-                epoch_started = time.perf_counter()
-                loss_sum.zero_()
-                for bucket_index, indices, flip in _epoch_batches(
-                    buckets, batch_size, generator, recipe.flip_probability, device
-                ):
-                    if graphs is None:
-                        step(buckets[bucket_index], indices, flip)
-                    else:
-                        graphs.run(bucket_index, buckets[bucket_index], indices, flip)
-                    scheduler.step()
-                report = EpochReport(
-                    epoch=epoch,
-                    num_epochs=num_epochs,
-                    # The one host sync of the epoch.
-                    mean_loss=loss_sum.item() / num_images,
-                    seconds=time.perf_counter() - epoch_started,
-                )
-                epoch_losses.append(report.mean_loss)
-                log.info(
-                    "<CCV10448211I>",
-                    "epoch %d/%d: loss %.4f (%.2f s)",
-                    report.epoch,
-                    report.num_epochs,
-                    report.mean_loss,
-                    report.seconds,
-                )
-                if on_epoch is not None:
-                    on_epoch(report)
-        # The gradients (in a recording's memory, if any) are not needed after the training.
-        optimizer.zero_grad(set_to_none=True)
-        if graphs is not None:
-            log.info("<CCV10448213I>", "%d step(s) replayed from %d CUDA graph(s)%s",
-                     graphs.replays, graphs.recorded,
-                     f"; not recorded: {graphs.failure}" if graphs.failure else "")
-    model.eval()
-    log.info(
-        "<CCV10448212I>",
-        "trained %d epochs of %d images in %.1f s: loss %.4f -> %.4f",
-        num_epochs,
-        num_images,
-        time.perf_counter() - started,
-        epoch_losses[0],
-        epoch_losses[-1],
+    return buckets
+
+
+def _place_training_set(buckets: List[ImageBucket], device: torch.device) -> List[ImageBucket]:
+    """The whole set on the device when it fits ``MAX_DATA_ON_DEVICE_BYTES``; else in host
+    memory, pinned when the device is a GPU (so that a batch's copy does not wait)."""
+    if sum(bucket.nbytes() for bucket in buckets) <= MAX_DATA_ON_DEVICE_BYTES:
+        return [bucket.to(device) for bucket in buckets]
+    if device.type == "cuda":
+        return [
+            ImageBucket(*(tensor.pin_memory() for tensor in (
+                bucket.pixel_values, bucket.class_labels, bucket.boxes, bucket.mask)))
+            for bucket in buckets
+        ]
+    return buckets
+
+
+def wants_step_graphs(recipe: Recipe, device: torch.device, buckets: Sequence[ImageBucket]) -> bool:
+    """Whether the steps are replayed as CUDA graphs (step_graphs.py): asked for, on a CUDA
+    device, with the whole training set on it (a recording cannot copy from the host)."""
+    return (
+        recipe.cuda_graphs
+        and device.type == "cuda"
+        and all(bucket.pixel_values.device.type == "cuda" for bucket in buckets)
     )
+
+
+def _adamw(
+    model: YolosForObjectDetection, learning_rate: float, device: torch.device, capturable: bool
+) -> torch.optim.AdamW:
+    """DETR's optimiser. A step replayed as a CUDA graph needs the optimiser's step count and
+    learning rate on the device (``capturable``, a tensor learning rate)."""
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=torch.tensor(learning_rate, device=device) if capturable else learning_rate,
+        weight_decay=WEIGHT_DECAY,
+        fused=True,
+        capturable=capturable,
+    )
+
+
+def steps_per_epoch(buckets: Sequence[ImageBucket], batch_size: int) -> int:
+    """Each bucket is cut into batches on its own, so its last batch may be partial."""
+    return sum(math.ceil(len(bucket) / batch_size) for bucket in buckets)
+
+
+def _one_cycle_schedule(
+    optimizer: torch.optim.Optimizer, learning_rate: float, training_steps: int, recipe: Recipe
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=learning_rate,
+        # OneCycleLR divides by the length of its warm-up, pct_start * total_steps - 1: a
+        # short training (a few steps) would make it zero. At least two warm-up steps; a
+        # schedule longer than the training just ends before its tail.
+        total_steps=max(training_steps, math.floor(2 / recipe.warmup_fraction) + 1),
+        pct_start=recipe.warmup_fraction,
+        anneal_strategy="cos",
+        final_div_factor=FINAL_LR_DIVISOR,
+        # Adam's beta1 stays 0.9: a recorded step (CUDA graph) bakes the fused AdamW's
+        # betas into its kernels, so a schedule of them would not reach it. Measured on
+        # the demo: no worse than cycling it 0.95 -> 0.85 -> 0.95 (docs/training.md).
+        cycle_momentum=False,
+    )
+
+
+def _eager_step(step: Callable[[ImageBucket, torch.Tensor, torch.Tensor], None]) -> TakeStep:
+    def take_step(key: int, bucket: ImageBucket, indices: torch.Tensor, flip: torch.Tensor):
+        del key
+        step(bucket, indices, flip)
+
+    return take_step
+
+
+def _train_epochs(
+    take_step: TakeStep,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loss_sum: torch.Tensor,
+    buckets: Sequence[ImageBucket],
+    batch_size: int,
+    num_epochs: int,
+    seed: int,
+    recipe: Recipe,
+    device: torch.device,
+    on_epoch: Optional[Callable[[EpochReport], None]],
+) -> List[float]:
+    """Every epoch: its batches in a shuffled order, one step and one schedule step each, then
+    its report. The shuffling draws from a generator of ``seed``; torch's global RNG is seeded
+    from it too, and put back as it was afterwards."""
+    generator = torch.Generator().manual_seed(seed)
+    num_images = sum(len(bucket) for bucket in buckets)
+    epoch_losses: List[float] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for epoch in range(1, num_epochs + 1):
+            epoch_started = time.perf_counter()
+            loss_sum.zero_()
+            for bucket_index, indices, flip in _epoch_batches(
+                buckets, batch_size, generator, recipe.flip_probability, device
+            ):
+                take_step(bucket_index, buckets[bucket_index], indices, flip)
+                scheduler.step()
+            report = EpochReport(
+                epoch=epoch,
+                num_epochs=num_epochs,
+                # The one host sync of the epoch.
+                mean_loss=loss_sum.item() / num_images,
+                seconds=time.perf_counter() - epoch_started,
+            )
+            epoch_losses.append(report.mean_loss)
+            _report_epoch(report, on_epoch)
     return epoch_losses
+
+
+def _report_epoch(report: EpochReport, on_epoch: Optional[Callable[[EpochReport], None]]) -> None:
+    log.info(
+        "<CCV10448211I>",
+        "epoch %d/%d: loss %.4f (%.2f s)",
+        report.epoch,
+        report.num_epochs,
+        report.mean_loss,
+        report.seconds,
+    )
+    if on_epoch is not None:
+        on_epoch(report)
+
+
+def _log_replays(graphs: Optional[StepGraphs]) -> None:
+    if graphs is not None:
+        log.info("<CCV10448213I>", "%d step(s) replayed from %d CUDA graph(s)%s",
+                 graphs.replays, graphs.recorded,
+                 f"; not recorded: {graphs.failure}" if graphs.failure else "")
 
 
 def detection_loss(
@@ -573,7 +656,7 @@ def _flip_horizontally(
     """Mirror the images where ``flip`` is True, and their boxes with them.
 
     The one augmentation: every generated shape is left-right symmetric, so a mirrored image
-    is another valid training image, and it halves memorisation of the 512 demo images.
+    is another valid training image, and it halves memorisation of the demo's images.
     """
     pixel_values = torch.where(flip[:, None, None, None], pixel_values.flip(-1), pixel_values)
     mirrored = torch.stack(
@@ -638,8 +721,8 @@ def _deterministic(device: torch.device, enabled: bool = True) -> Iterator[None]
     was_filling = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
     # Deterministic mode also fills every new uninitialised tensor with NaN (a debugging aid
-    # for kernels that read memory they did not write): ~600 fills per step of the tiny model,
-    # 8 % of its CPU time (profiled). No kernel here reads uninitialised memory, so the
+    # for kernels that read memory they did not write), hundreds of fills per step of the tiny
+    # model (its cost: docs/training.md). No kernel here reads uninitialised memory, so the
     # results are the same without it.
     torch.utils.deterministic.fill_uninitialized_memory = False
     try:
