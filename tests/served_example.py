@@ -1,16 +1,19 @@
-"""A served example runtime for the tests that send it bad and odd predict requests.
+"""A served example runtime and what the end-to-end tests do with one: predict, train, wait.
 
-One runtime per test module (a start takes seconds); the gRPC predict call is the hand-encoded
-one of the runtime harness, and results are checked the same way whatever the test sent.
+A start takes 10 to 30 s on two cores, so tests share runtimes (tests/conftest.py's ``served``,
+or one per module where a module needs other settings). The gRPC predict call is the runtime
+harness's; results are checked the same way whatever the test sent; a test waits on a condition
+with a bound (``wait_until``, ``wait_for_training``), never for a fixed time.
 """
 
 # Standard
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple, TypeVar, Union
 import pathlib
 import subprocess
 import sys
+import time
 
 # Third Party
 import grpc
@@ -27,6 +30,17 @@ from example_tools.runtime_harness import (
 import common
 
 from .conftest import encode_image, noise_image
+
+T = TypeVar("T")
+
+# The HTTP route of the Train call (caikit names it after the task and the module).
+TRAIN_ROUTE = "/api/v1/ObjectDetectionTaskTransformersObjectDetectorTrain"
+# The states a training never leaves.
+FINAL_TRAINING_STATES = ("COMPLETED", "ERRORED", "CANCELED")
+# Long enough for a one-epoch training of the tests' data while other tests load two cores.
+TRAINING_TIMEOUT_S = 180.0
+# Many more epochs than any test waits for: a training that runs until it is cancelled.
+ENDLESS_EPOCHS = 100_000
 
 # The largest gRPC message the runtime takes, as runtime_config.yaml sets it.
 MAX_MESSAGE_BYTES = yaml.safe_load(common.RUNTIME_CONFIG.read_text())["runtime"]["grpc"][
@@ -101,7 +115,7 @@ def client_training(
     """run_train_and_inference.py training ``model_id`` (for ever, in effect), handed over once
     it says the runtime accepted the training; killed on exit if still running."""
     client = subprocess.Popen(
-        [sys.executable, str(CLIENT), "--num-epochs", "100000", "--model-id", model_id],
+        [sys.executable, str(CLIENT), "--num-epochs", str(ENDLESS_EPOCHS), "--model-id", model_id],
         cwd=work_dir,
         env=env,
         stdout=subprocess.PIPE,
@@ -115,3 +129,102 @@ def client_training(
         yield client
     finally:
         client.kill()
+
+
+# -- waiting -----------------------------------------------------------------------------------
+
+
+def wait_until(
+    condition: Callable[[], T],
+    timeout: float,
+    what: Union[str, Callable[[], str]],
+    interval: float = 0.1,
+) -> T:
+    """The first true value of ``condition()``, called every ``interval`` s.
+
+    Fails after ``timeout`` s with "``what`` did not happen within ``timeout`` s"; ``what`` may
+    be a callable, read then (to name the last value seen).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            described = what() if callable(what) else what
+            raise AssertionError(f"{described} did not happen within {timeout} s")
+        time.sleep(interval)
+
+
+# -- trainings over HTTP (/management/trainings is the servicer of gRPC's GetTrainingStatus) ----
+
+
+def train_body(
+    model_name: str = "trained",
+    model_path: str = "models/my_model",
+    img_dir: str = "train_data/images",
+    labels: str = "train_data/labels.txt",
+    num_epochs: int = 1,
+) -> dict:
+    """The JSON body of a Train call on the prepared working directory's data."""
+    return {
+        "model_name": model_name,
+        "parameters": {
+            "model_path": model_path,
+            "train_data": {"img_dir_path": img_dir, "labels_file": labels},
+            "num_epochs": num_epochs,
+            "learning_rate": 0.001,
+        },
+    }
+
+
+def start_training(runtime: RuntimeProcess, **body) -> str:
+    """The training id of an accepted Train call with ``train_body(**body)``."""
+    status, job = runtime.http("POST", TRAIN_ROUTE, train_body(**body))
+    assert status == 200, job
+    return job["training_id"]
+
+
+def training_status(runtime: RuntimeProcess, training_id: str) -> dict:
+    """The runtime's answer for ``training_id``: state, reasons, times."""
+    status, info = runtime.http("GET", f"/management/trainings?training_id={training_id}")
+    assert status == 200, info
+    return info
+
+
+def wait_for_training(
+    runtime: RuntimeProcess,
+    training_id: str,
+    state: Optional[str] = None,
+    timeout: float = TRAINING_TIMEOUT_S,
+) -> dict:
+    """The status of ``training_id`` once it is in ``state`` (by default: once it has ended).
+
+    Fails as soon as the training ends in another state, naming it and its reasons, or after
+    ``timeout`` s, naming the last state seen.
+    """
+    wanted = (state,) if state else FINAL_TRAINING_STATES
+    last = {"state": "not asked yet"}
+
+    def reached() -> Optional[dict]:
+        last.update(training_status(runtime, training_id))
+        if last["state"] in wanted:
+            return dict(last)
+        assert last["state"] not in FINAL_TRAINING_STATES, (
+            f"training {training_id} ended {last['state']}, not {state}: {last.get('reasons')}"
+        )
+        return None
+
+    return wait_until(
+        reached,
+        timeout,
+        lambda: f"training {training_id} {' or '.join(wanted)} (still {last['state']})",
+        interval=0.2,
+    )
+
+
+def cancel_training(runtime: RuntimeProcess, training_id: str, timeout: float = 30.0) -> dict:
+    """Cancel ``training_id`` and return its status once it is CANCELED."""
+    status, info = runtime.http("DELETE", f"/management/trainings?training_id={training_id}")
+    assert status == 200, info
+    return wait_for_training(runtime, training_id, "CANCELED", timeout)

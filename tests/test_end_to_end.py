@@ -9,7 +9,6 @@ import base64
 import pathlib
 import subprocess
 import sys
-import time
 
 # Third Party
 from PIL import Image
@@ -19,7 +18,7 @@ import pytest
 from example_tools.runtime_harness import CLIENT, start_runtime
 import common
 
-from .served_example import client_training
+from .served_example import client_training, wait_until
 
 CLIENT_EPOCHS = "10"
 ANNOTATED_IMAGE = "annotated.png"
@@ -64,9 +63,7 @@ def test_purge_dirs_creates_model_data_and_protos(runtime):
     assert (work_dir / "protos" / "ccv.objectdetectiontaskrequest.proto").is_file()
     assert (work_dir / "protos" / "openapi.json").is_file()
     # The start-up ends with what is served where (printed once the ports are the runtime's).
-    deadline = time.monotonic() + 30
-    while "Stop: Ctrl-C" not in runtime.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: "Stop: Ctrl-C" in runtime.log(), 30, "the launcher's start-up summary")
     assert f"gRPC     127.0.0.1:{runtime.ports['grpc']}" in runtime.log()
 
 

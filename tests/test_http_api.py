@@ -10,7 +10,6 @@ OpenAPI, be what the server serves, and describe exactly the request bodies the 
 from typing import Any, Dict, Iterator, List, Tuple
 import base64
 import json
-import time
 
 # Third Party
 from openapi_spec_validator import validate as validate_openapi
@@ -29,12 +28,11 @@ from .readme_shell import (
     readme_output,
     readme_section,
 )
+from .served_example import TRAIN_ROUTE, wait_for_training, wait_until
 
 HTTP_SECTION = "### The same calls over HTTP"
 HEALTH_SECTION = "## Health, models and metrics"
 PREDICT_ROUTE = "/api/v1/task/object-detection"
-TRAIN_ROUTE = "/api/v1/ObjectDetectionTaskTransformersObjectDetectorTrain"
-TRAINING_TIMEOUT_S = 180
 
 # A valid value for every field of the request schemas, by its path in the JSON body. The
 # tests check that the schemas have exactly these fields, so a field added to or dropped from
@@ -145,30 +143,19 @@ def _at(body: Dict[str, Any], path: str) -> Dict[str, Any]:
     return node
 
 
-def _wait_for_training(runtime, training_id: str) -> Dict[str, Any]:
-    deadline = time.monotonic() + TRAINING_TIMEOUT_S
-    while True:
-        status, info = runtime.http("GET", f"/management/trainings?training_id={training_id}")
-        assert status == 200, info
-        if info["state"] in ("COMPLETED", "ERRORED", "CANCELED"):
-            return info
-        assert time.monotonic() < deadline, f"training {training_id} still {info['state']}"
-        time.sleep(0.5)
-
-
 def _predict_when_served(runtime, model_id: str, inputs: str) -> Dict[str, Any]:
     """The first successful HTTP predict of ``model_id``: a new model answers 404 until the
     runtime's poller has found it in models/."""
-    deadline = time.monotonic() + common.SERVABLE_TIMEOUT_S
-    while True:
-        status, result = runtime.http(
-            "POST", PREDICT_ROUTE, {"model_id": model_id, "inputs": inputs}
-        )
-        if status != 404:
-            assert status == 200, result
-            return result
-        assert time.monotonic() < deadline, f"{model_id} not served: {result}"
-        time.sleep(0.25)
+    answers = []
+
+    def answered() -> bool:
+        answers.append(runtime.http("POST", PREDICT_ROUTE, {"model_id": model_id, "inputs": inputs}))
+        return answers[-1][0] != 404
+
+    wait_until(answered, common.SERVABLE_TIMEOUT_S, f"{model_id} served", interval=0.25)
+    status, result = answers[-1]
+    assert status == 200, result
+    return result
 
 
 # -- the README's commands -------------------------------------------------------------------------
@@ -197,8 +184,7 @@ def test_readme_predict_curl_returns_detections_of_new_model(runtime, spec):
 def test_readme_train_curl_trains_a_model_the_runtime_then_serves(runtime, query_base64):
     job = json.loads(readme_output(runtime, HTTP_SECTION, TRAIN_ROUTE))
     assert job["model_name"] == "http_model" and job["training_id"]
-    info = _wait_for_training(runtime, job["training_id"])
-    assert info["state"] == "COMPLETED", info
+    wait_for_training(runtime, job["training_id"], "COMPLETED")
     assert "detected_objects" in _predict_when_served(runtime, "http_model", query_base64)
     _, info = runtime.http("GET", "/info/models")
     served = {model["name"]: model for model in info["models"]}["http_model"]
@@ -278,7 +264,7 @@ def test_a_body_with_every_documented_field_is_accepted(runtime, spec, query_bas
     assert status == 200, answer
     jsonschema.validate(answer, _with_components(spec, _response_schema(spec, route)))
     if route == TRAIN_ROUTE:
-        assert _wait_for_training(runtime, answer["training_id"])["state"] == "COMPLETED"
+        wait_for_training(runtime, answer["training_id"], "COMPLETED")
 
 
 def test_output_path_is_documented_but_refused_with_its_reason(runtime):

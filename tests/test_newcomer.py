@@ -41,7 +41,7 @@ from vision_client.calls import ProgressLine
 import common
 
 from .readme_shell import bash_commands, readme_section, run_readme_command
-from .served_example import client_training
+from .served_example import client_training, wait_for_training, wait_until
 
 DEMO = REPO_ROOT / "demo.py"
 USER_MODEL = "user_model"
@@ -276,9 +276,7 @@ def test_purge_dirs_keeps_the_users_models_and_data(served_workspace):
 
 def test_launcher_ends_its_start_up_with_what_it_serves_and_how_to_stop(served_workspace):
     runtime = served_workspace.runtime
-    deadline = time.monotonic() + 30
-    while "Stop: Ctrl-C" not in runtime.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: "Stop: Ctrl-C" in runtime.log(), 30, "the launcher's start-up summary")
     block = runtime.log().split("-" * 72)[-2]
     assert (
         f"Serving 2 model(s) from {served_workspace.work_dir / 'models'}: my_model, {USER_MODEL}"
@@ -340,9 +338,10 @@ def test_docs_follow_and_cancel_a_training_over_http(served_workspace):
         return json.loads(result.stdout)
 
     training_id = run(train)["training_id"]
-    assert run(follow.replace("<training_id>", training_id))["state"] in ("QUEUED", "RUNNING")
+    follow = follow.replace("<training_id>", training_id)
+    wait_until(lambda: run(follow)["state"] == "RUNNING", 60, f"{follow} says RUNNING")
     assert run(cancel.replace("<training_id>", training_id))["state"] == "CANCELED"
-    assert run(follow.replace("<training_id>", training_id))["state"] == "CANCELED"
+    assert run(follow)["state"] == "CANCELED"
 
 
 # -- 3. one line instead of a traceback ------------------------------------------------------------
@@ -385,7 +384,6 @@ def test_half_deleted_stubs_are_compiled_again(served_workspace):
 def test_ctrl_c_in_the_client_cancels_its_training(served_workspace):
     work_dir, runtime = served_workspace.work_dir, served_workspace.runtime
     with client_training(work_dir, runtime.env) as client:
-        time.sleep(1)
         client.send_signal(signal.SIGINT)
         stdout, stderr = client.communicate(timeout=60)
     assert client.returncode == 130, stdout + stderr
@@ -395,9 +393,7 @@ def test_ctrl_c_in_the_client_cancels_its_training(served_workspace):
         " CANCELED in the runtime; models/interrupted was not saved"
     )
     training_id = message.split()[2]
-    status, body = runtime.http("GET", f"/management/trainings?training_id={training_id}")
-    assert status == 200 and body["state"] == "CANCELED", body
-    time.sleep(2)
+    wait_for_training(runtime, training_id, "CANCELED", timeout=0)
     assert not (work_dir / "models" / "interrupted").exists()
 
 

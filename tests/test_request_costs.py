@@ -23,8 +23,7 @@ import pytest
 from example_tools.runtime_harness import PREDICT_METHOD, predict_callable
 from example_tools.synthetic_data import render_example
 
-from .served_example import serve_example
-from .test_runtime_guards import TRAIN_ROUTE, _train_body
+from .served_example import TRAIN_ROUTE, serve_example, train_body, wait_until
 
 IMAGE, _ = render_example("cat")
 TIMEOUT_S = 3
@@ -92,15 +91,6 @@ def _good_calls_answer(runtime) -> List[float]:
     return [predict_s, health_s]
 
 
-def _wait_until(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 def test_calls_that_never_send_on_one_connection_leave_threads_for_good_calls(runtime):
     attack = HalfOpenCalls(runtime, connections=1, per_connection=POOL_THREADS)
     try:
@@ -116,7 +106,12 @@ def test_calls_that_never_send_on_many_connections_leave_threads_for_good_calls(
         time.sleep(0.5)
         assert max(_good_calls_answer(runtime)) < GOOD_CALL_S
         # The door made room by cancelling the calls that waited longest.
-        assert _wait_until(lambda: sum(call.done() for call in attack.calls) >= POOL_THREADS // 2, 5)
+        wait_until(
+            lambda: sum(call.done() for call in attack.calls) >= POOL_THREADS // 2,
+            5,
+            f"{POOL_THREADS // 2} of the waiting calls cancelled",
+            interval=0.05,
+        )
         ended = [call.code() for call in attack.calls if call.done()]
         assert set(ended) == {grpc.StatusCode.CANCELLED}
     finally:
@@ -127,14 +122,16 @@ def test_a_call_that_never_sends_is_cancelled_after_the_timeout(runtime):
     attack = HalfOpenCalls(runtime, connections=1, per_connection=1)
     try:
         started = time.monotonic()
-        assert _wait_until(attack.calls[0].done, TIMEOUT_S + 5)
+        wait_until(attack.calls[0].done, TIMEOUT_S + 5, "the silent call ended", interval=0.05)
         assert TIMEOUT_S - 0.5 <= time.monotonic() - started <= TIMEOUT_S + 5
         assert attack.calls[0].code() == grpc.StatusCode.CANCELLED
     finally:
         attack.close()
-    assert _wait_until(
-        lambda: f"no request message within {TIMEOUT_S} s" in runtime.log(), 5
-    ), runtime.log()[-2000:]
+    wait_until(
+        lambda: f"no request message within {TIMEOUT_S} s" in runtime.log(),
+        5,
+        lambda: f"the log line of the cancelled call (log ends: {runtime.log()[-2000:]})",
+    )
 
 
 def test_a_refused_call_is_answered_without_waiting_for_its_message(runtime):
@@ -144,7 +141,7 @@ def test_a_refused_call_is_answered_without_waiting_for_its_message(runtime):
         method="/caikit.runtime.models.ModelManagement/DeployModel",
     )
     try:
-        assert _wait_until(attack.calls[0].done, TIMEOUT_S / 2)
+        wait_until(attack.calls[0].done, TIMEOUT_S / 2, "the refusal", interval=0.05)
         assert attack.calls[0].code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         attack.close()
@@ -190,12 +187,12 @@ def test_a_train_naming_an_existing_model_is_refused_before_its_images_are_read(
     (broken / "images").mkdir(parents=True)
     (broken / "labels.txt").write_text("missing.jpg\tcat\t(1, 5, 1, 5)\n")
     before = runtime.log()
-    status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(
+    status, answer = runtime.http("POST", TRAIN_ROUTE, train_body(
         model_name="my_model", img_dir="train_data/broken/images", labels="train_data/broken/labels.txt",
     ))
     assert status == 400, answer
     assert "already exists" in answer["details"] and "missing.jpg" not in answer["details"]
-    assert _wait_until(lambda: "already exists" in runtime.log()[len(before):], 5)
+    wait_until(lambda: "already exists" in runtime.log()[len(before):], 5, "the refusal's log line")
     lines = _new_log_lines(runtime, before)
     assert len(lines) == 1 and ":WARN:" in lines[0], lines
 
@@ -205,7 +202,7 @@ def test_an_image_with_more_boxes_than_the_limit_is_refused_before_images_are_re
     (crowded / "images").mkdir(parents=True)
     lines = ["missing.jpg\tcat\t(1, 5, 1, 5)\n"] * 301  # the image does not even exist
     (crowded / "labels.txt").write_text("".join(lines))
-    status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(
+    status, answer = runtime.http("POST", TRAIN_ROUTE, train_body(
         model_name="crowded", img_dir="train_data/crowded/images", labels="train_data/crowded/labels.txt",
     ))
     assert status == 400, answer
@@ -231,7 +228,7 @@ def test_a_hostile_coco_file_is_a_one_line_invalid_argument(runtime, content, pr
     coco = runtime.work_dir / "train_data" / "hostile.json"
     coco.write_text(content)
     before = runtime.log()
-    status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(
+    status, answer = runtime.http("POST", TRAIN_ROUTE, train_body(
         model_name="hostile", labels="train_data/hostile.json",
     ))
     assert status == 400, answer
@@ -291,7 +288,7 @@ def test_a_client_error_is_one_warning_line_over_grpc_and_http(runtime, threshol
         with pytest.raises(grpc.RpcError) as refused:
             predict_callable(channel)(inputs, threshold, timeout=10)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert _wait_until(lambda: says in runtime.log()[len(before):], 5)
+        wait_until(lambda: says in runtime.log()[len(before):], 5, f"log line {says!r}")
         lines = _new_log_lines(runtime, before)
         assert len(lines) == 1 and ":WARN:" in lines[0] and says in lines[0], lines
 
@@ -301,6 +298,6 @@ def test_a_client_error_is_one_warning_line_over_grpc_and_http(runtime, threshol
     before = runtime.log()
     status, answer = runtime.http("POST", "/api/v1/task/object-detection", body)
     assert status == 400, answer
-    assert _wait_until(lambda: says in runtime.log()[len(before):], 5)
+    wait_until(lambda: says in runtime.log()[len(before):], 5, f"log line {says!r}")
     lines = _new_log_lines(runtime, before)
     assert len(lines) == 1 and ":WARN:" in lines[0] and says in lines[0], lines

@@ -9,59 +9,50 @@ client sent, never where the link leads.
 
 # Standard
 import os
-import time
+import shutil
 
 # Third Party
 import pytest
 
 # Local
-from example_tools.runtime_harness import start_example_runtime
 from example_tools.synthetic_data import generate_train_data
 
+from .served_example import TRAIN_ROUTE, train_body, wait_for_training
 from .test_label_format import write_jpeg
 
-TRAIN_ROUTE = "/api/v1/ObjectDetectionTaskTransformersObjectDetectorTrain"
 SECRET_NAME = "private-target"
 
 
-def _train_body(model_name, img_dir="train_data/images", labels="train_data/labels.txt"):
-    return {
-        "model_name": model_name,
-        "parameters": {
-            "model_path": "models/my_model",
-            "train_data": {"img_dir_path": img_dir, "labels_file": labels},
-            "num_epochs": 1,
-            "learning_rate": 0.003,
-        },
-    }
-
-
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory, saved_model_dir):
-    work_dir = tmp_path_factory.mktemp("confined")
+def runtime(served, tmp_path_factory):
+    """The shared runtime, its train_data/ holding links out of it and a COCO data set.
+
+    The links stand in a directory of their own (train_data/linked/), so that the other tests'
+    trainings on train_data/images never meet them.
+    """
+    runtime = served.runtime
     outside = tmp_path_factory.mktemp(SECRET_NAME)
     write_jpeg(outside / f"{SECRET_NAME}.jpg", 64, 64)
     (outside / "labels.txt").write_text("00000.jpg\tcat\t(1, 20, 2, 30)\n")
-    runtime = start_example_runtime(work_dir, saved_model_dir)
-    train_data = work_dir / "train_data"
-    os.symlink(outside / f"{SECRET_NAME}.jpg", train_data / "images" / "linked.jpg")
+    train_data = runtime.work_dir / "train_data"
+    linked = train_data / "linked"
+    shutil.copytree(train_data / "images", linked / "images")
+    os.symlink(outside / f"{SECRET_NAME}.jpg", linked / "images" / "linked.jpg")
     lines = (train_data / "labels.txt").read_text().splitlines()[:4]
-    (train_data / "with_link.txt").write_text("\n".join(lines + ["linked.jpg\tcat\t(1, 20, 2, 30)"]))
-    os.symlink(outside / "labels.txt", train_data / "linked_labels.txt")
+    (linked / "with_link.txt").write_text("\n".join(lines + ["linked.jpg\tcat\t(1, 20, 2, 30)"]))
+    os.symlink(outside / "labels.txt", linked / "linked_labels.txt")
     generate_train_data(str(train_data / "coco"), num_images=16, seed=7, label_format="coco")
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
+    return runtime
 
 
 @pytest.mark.parametrize(
     "labels, field, names",
     [
-        ("train_data/with_link.txt", "with_link.txt:5: image 'linked.jpg' in train_data/images",
+        ("train_data/linked/with_link.txt",
+         "with_link.txt:5: image 'linked.jpg' in train_data/linked/images",
          "is a link that leads outside"),
-        ("train_data/linked_labels.txt", "train_data.labels_file",
-         "'train_data/linked_labels.txt' is not inside the training data directory"),
+        ("train_data/linked/linked_labels.txt", "train_data.labels_file",
+         "'train_data/linked/linked_labels.txt' is not inside the training data directory"),
     ],
     ids=["image", "labels-file"],
 )
@@ -69,7 +60,8 @@ def test_a_link_out_of_the_training_data_is_refused_naming_only_what_was_sent(
     runtime, labels, field, names
 ):
     name = "linked_" + labels.rsplit("/", 1)[-1].split(".")[0]
-    status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(name, labels=labels))
+    body = train_body(name, img_dir="train_data/linked/images", labels=labels)
+    status, answer = runtime.http("POST", TRAIN_ROUTE, body)
     assert status == 400, answer
     assert field in answer["details"] and names in answer["details"]
     assert SECRET_NAME not in answer["details"]
@@ -77,17 +69,10 @@ def test_a_link_out_of_the_training_data_is_refused_naming_only_what_was_sent(
 
 
 def test_a_coco_labels_file_trains_through_the_same_rpc(runtime):
-    body = _train_body(
+    body = train_body(
         "from_coco", img_dir="train_data/coco/images", labels="train_data/coco/annotations.json"
     )
     status, answer = runtime.http("POST", TRAIN_ROUTE, body)
     assert status == 200, answer
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        info = runtime.http_json(f"/management/trainings?training_id={answer['training_id']}")
-        if info["state"] in ("COMPLETED", "ERRORED", "CANCELED"):
-            break
-        time.sleep(0.2)
-    assert info["state"] == "COMPLETED", info
+    wait_for_training(runtime, answer["training_id"], "COMPLETED")
     assert (runtime.work_dir / "models" / "from_coco" / "config.yml").is_file()
-

@@ -1,7 +1,9 @@
 """Training status, cancellation and failures through a real runtime: nothing is ever lost.
 
 Statuses are read over HTTP (/management/trainings, the same servicer as gRPC's
-GetTrainingStatus / CancelTraining).
+GetTrainingStatus / CancelTraining). The tests that need no settings of their own use the shared
+runtime (tests/conftest.py's ``served``); SIGTERM during a training is tested with the client
+that started it, in tests/test_end_to_end.py.
 """
 
 # Standard
@@ -12,16 +14,22 @@ import time
 
 # Third Party
 import grpc
-import pytest
 
 # Local
-from example_tools.synthetic_data import generate_train_data, render_example
 from example_tools.runtime_harness import predict_callable, start_example_runtime, start_runtime
+from example_tools.synthetic_data import generate_train_data, render_example
 
-from .test_runtime_guards import TRAIN_ROUTE, _train_body, _wait_for
+from .served_example import (
+    ENDLESS_EPOCHS,
+    TRAIN_ROUTE,
+    cancel_training,
+    start_training,
+    train_body,
+    wait_for_training,
+    wait_until,
+)
 
 IMAGE, _ = render_example("dog")
-LONG_TRAINING_EPOCHS = 100_000
 
 
 def _digest(path: pathlib.Path) -> str:
@@ -31,45 +39,37 @@ def _digest(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
-@pytest.fixture(scope="module")
-def runtime(tmp_path_factory, saved_model_dir):
-    runtime = start_example_runtime(tmp_path_factory.mktemp("lifecycle"), saved_model_dir)
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
-
-
-def _start(runtime, **body) -> str:
-    status, job = runtime.http("POST", TRAIN_ROUTE, _train_body(**body))
-    assert status == 200, job
-    return job["training_id"]
+def _start_endless_training(runtime, model_name: str) -> str:
+    """A training that is RUNNING and has logged the loss of its first epoch."""
+    first_epoch = f"epoch 1/{ENDLESS_EPOCHS}: loss "
+    logged_before = runtime.log().count(first_epoch)
+    training_id = start_training(runtime, model_name=model_name, num_epochs=ENDLESS_EPOCHS)
+    wait_for_training(runtime, training_id, "RUNNING")
+    wait_until(
+        lambda: runtime.log().count(first_epoch) > logged_before,
+        60,
+        f"the first epoch of training {training_id} ({model_name}) in the runtime's log",
+    )
+    return training_id
 
 
 def test_cancel_stops_a_running_training_within_seconds(runtime):
-    training_id = _start(runtime, model_name="cancelled", num_epochs=LONG_TRAINING_EPOCHS)
-    assert _wait_for(runtime, training_id, "RUNNING")["state"] == "RUNNING"
-    time.sleep(1.0)  # let it get into its epochs
+    training_id = _start_endless_training(runtime, "cancelled")
     asked = time.monotonic()
-    status, info = runtime.http("DELETE", f"/management/trainings?training_id={training_id}")
-    assert status == 200, info
-    info = _wait_for(runtime, training_id, "CANCELED", timeout=10)
-    assert info["state"] == "CANCELED"
+    cancel_training(runtime, training_id, timeout=10)
     assert time.monotonic() - asked < 5
     models = runtime.work_dir / "models"
-    assert not (models / "cancelled").exists()
-    assert [p.name for p in models.iterdir()] == ["my_model"]
+    assert [p.name for p in models.iterdir() if "cancelled" in p.name] == []
 
 
 def test_second_training_for_a_running_name_is_refused(runtime):
-    training_id = _start(runtime, model_name="busy", num_epochs=LONG_TRAINING_EPOCHS)
+    training_id = start_training(runtime, model_name="busy", num_epochs=ENDLESS_EPOCHS)
     try:
-        status, answer = runtime.http("POST", TRAIN_ROUTE, _train_body(model_name="busy"))
+        status, answer = runtime.http("POST", TRAIN_ROUTE, train_body(model_name="busy"))
         assert status == 400
         assert "already running" in answer["details"]
     finally:
-        runtime.http("DELETE", f"/management/trainings?training_id={training_id}")
-        _wait_for(runtime, training_id, "CANCELED", timeout=10)
+        cancel_training(runtime, training_id)
 
 
 def test_failed_training_reports_its_error_and_keeps_every_model(runtime):
@@ -78,7 +78,7 @@ def test_failed_training_reports_its_error_and_keeps_every_model(runtime):
     labels = generate_train_data(str(work_dir / "train_data" / "big"), num_images=1500)
     last_image = work_dir / "train_data" / "big" / "images" / "01499.jpg"
     base = _digest(work_dir / "models" / "my_model")
-    training_id = _start(
+    training_id = start_training(
         runtime,
         model_name="doomed",
         img_dir="train_data/big/images",
@@ -86,8 +86,7 @@ def test_failed_training_reports_its_error_and_keeps_every_model(runtime):
         num_epochs=1,
     )
     last_image.unlink()
-    info = _wait_for(runtime, training_id, "ERRORED", timeout=60)
-    assert info["state"] == "ERRORED"
+    info = wait_for_training(runtime, training_id, "ERRORED", timeout=60)
     assert "01499.jpg" in " ".join(info["reasons"])
     assert not (work_dir / "models" / "doomed").exists()
     assert _digest(work_dir / "models" / "my_model") == base
@@ -104,12 +103,16 @@ def test_a_forgotten_training_keeps_the_model_it_saved(tmp_path, saved_model_dir
         extra_env={"MODEL_MANAGEMENT_TRAINERS_DEFAULT_CONFIG_RETENTION_DURATION": "2s"},
     )
     try:
-        training_id = _start(runtime, model_name="kept", num_epochs=1)
-        assert _wait_for(runtime, training_id, "COMPLETED")["state"] == "COMPLETED"
-        time.sleep(3.0)
-        # The next status call purges the record: the training is unknown now...
-        status, _ = runtime.http("GET", f"/management/trainings?training_id={training_id}")
-        assert status == 404
+        training_id = start_training(runtime, model_name="kept", num_epochs=1)
+        wait_for_training(runtime, training_id, "COMPLETED")
+        # A status call after the retention purges the record: the training is unknown then...
+        status_path = f"/management/trainings?training_id={training_id}"
+        wait_until(
+            lambda: runtime.http("GET", status_path)[0] == 404,
+            30,
+            f"training {training_id} forgotten (HTTP 404) after its 2 s retention",
+            interval=0.5,
+        )
         # ...and its model is still on disk and served.
         assert (runtime.work_dir / "models" / "kept" / "config.yml").is_file()
         with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
@@ -123,11 +126,9 @@ def test_sigkill_mid_training_loses_nothing_and_restart_serves_every_model(
 ):
     runtime = start_example_runtime(tmp_path, saved_model_dir)
     try:
-        done = _start(runtime, model_name="finished", num_epochs=1)
-        assert _wait_for(runtime, done, "COMPLETED")["state"] == "COMPLETED"
-        killed = _start(runtime, model_name="interrupted", num_epochs=LONG_TRAINING_EPOCHS)
-        _wait_for(runtime, killed, "RUNNING")
-        time.sleep(1.0)
+        done = start_training(runtime, model_name="finished", num_epochs=1)
+        wait_for_training(runtime, done, "COMPLETED")
+        _start_endless_training(runtime, "interrupted")
         runtime.process.send_signal(signal.SIGKILL)
         runtime.process.wait(timeout=30)
     finally:
@@ -147,17 +148,3 @@ def test_sigkill_mid_training_loses_nothing_and_restart_serves_every_model(
         assert sorted(p.name for p in models.iterdir()) == complete
     finally:
         assert restarted.stop() == 0
-
-
-def test_sigterm_during_training_cancels_it_and_exits_0(tmp_path, saved_model_dir):
-    runtime = start_example_runtime(tmp_path, saved_model_dir)
-    try:
-        training_id = _start(runtime, model_name="unfinished", num_epochs=LONG_TRAINING_EPOCHS)
-        _wait_for(runtime, training_id, "RUNNING")
-        time.sleep(1.0)
-        runtime.process.send_signal(signal.SIGTERM)
-        assert runtime.process.wait(timeout=30) == 0
-    finally:
-        runtime.stop()
-    assert "1 running trainings cancelled" in runtime.log()
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["my_model"]
