@@ -24,7 +24,8 @@ the training logs why once and goes on eagerly, with the same results.
 
 # Standard
 from dataclasses import dataclass
-from typing import Callable, Dict, Hashable, Optional
+from typing import Callable, Dict, Hashable, Optional, Set
+import enum
 import threading
 
 # Third Party
@@ -52,6 +53,63 @@ Step = Callable[[object, torch.Tensor, torch.Tensor], None]
 _RECORDING = threading.Lock()
 
 
+class Decision(enum.Enum):
+    """How one training step runs."""
+
+    EAGER = "eager"
+    RECORD = "record"  # recorded now, then replayed
+    REPLAY = "replay"
+
+
+class ReplayPlan:
+    """Decides, step by step, which steps run eagerly, which is recorded, which are replayed.
+
+    No CUDA here, so that the rule is testable anywhere: a partial batch always runs eagerly
+    (a recording's shapes are fixed); a bucket's first ``warmup_steps`` full batches run
+    eagerly; the next is recorded and every later full batch of that bucket replays it. At most
+    ``max_graphs`` buckets are recorded; the rest, and everything after a failed recording,
+    run eagerly.
+    """
+
+    def __init__(
+        self, batch_size: int, warmup_steps: int = WARMUP_STEPS, max_graphs: int = MAX_GRAPHS
+    ):
+        self.batch_size = batch_size
+        self.warmup_steps = warmup_steps
+        self.max_graphs = max_graphs
+        self.failed = False
+        self._recorded: Set[Hashable] = set()
+        self._eager_steps: Dict[Hashable, int] = {}
+
+    def decide(self, key: Hashable, batch_len: int) -> Decision:
+        """How the next step of bucket ``key``, a batch of ``batch_len`` images, runs."""
+        if batch_len != self.batch_size:
+            return Decision.EAGER
+        if key in self._recorded:
+            return Decision.REPLAY
+        if (
+            not self.failed
+            and len(self._recorded) < self.max_graphs
+            and self._eager_steps.get(key, 0) >= self.warmup_steps
+        ):
+            return Decision.RECORD
+        self._count_eager(key)
+        return Decision.EAGER
+
+    def recorded(self, key: Hashable) -> None:
+        """The RECORD step of ``key`` was recorded: its later full batches replay it."""
+        self._recorded.add(key)
+
+    def recording_failed(self, key: Hashable) -> None:
+        """The RECORD step of ``key`` could not be recorded: it and every later step run
+        eagerly."""
+        self.failed = True
+        self._count_eager(key)
+
+    def _count_eager(self, key: Hashable) -> None:
+        self._eager_steps[key] = self._eager_steps.get(key, 0) + 1
+
+
 @dataclass
 class _RecordedStep:
     graph: torch.cuda.CUDAGraph
@@ -62,17 +120,16 @@ class _RecordedStep:
 class StepGraphs:
     """Runs training steps on a CUDA device: eagerly at first, then replaying a recording.
 
-    ``run`` takes one step of a bucket's batch. The first ``WARMUP_STEPS`` full batches of a
-    bucket run eagerly; the next is recorded and every later full batch of that bucket replays
-    it. Partial batches (the end of an epoch) always run eagerly.
+    ``run`` takes one step of a bucket's batch, eagerly, recorded or replayed as
+    ``ReplayPlan`` decides.
     """
 
     def __init__(self, step: Step, batch_size: int, device: torch.device):
         self._step = step
         self._batch_size = batch_size
         self._device = device
+        self._plan = ReplayPlan(batch_size)
         self._recorded: Dict[Hashable, _RecordedStep] = {}
-        self._eager_steps: Dict[Hashable, int] = {}
         self._side_stream = torch.cuda.Stream(device)
         # Its own recording stream: torch's default one is shared by every recording in the
         # process.
@@ -87,26 +144,21 @@ class StepGraphs:
 
     def run(self, key: Hashable, bucket: object, indices: torch.Tensor,
             flip: torch.Tensor) -> None:
-        full = len(indices) == self._batch_size
-        recorded = self._recorded.get(key) if full else None
-        if recorded is None and full and self._ready_to_record(key):
-            recorded = self._record(key, bucket)
-        if recorded is None:
-            if full:
-                self._eager_steps[key] = self._eager_steps.get(key, 0) + 1
+        decision = self._plan.decide(key, len(indices))
+        if decision is Decision.RECORD:
+            if self._record(key, bucket) is None:
+                self._plan.recording_failed(key)
+                decision = Decision.EAGER
+            else:
+                self._plan.recorded(key)
+        if decision is Decision.EAGER:
             self._eager(bucket, indices, flip)
             return
+        recorded = self._recorded[key]
         recorded.indices.copy_(indices)
         recorded.flip.copy_(flip)
         recorded.graph.replay()
         self.replays += 1
-
-    def _ready_to_record(self, key: Hashable) -> bool:
-        return (
-            self.failure is None
-            and len(self._recorded) < MAX_GRAPHS
-            and self._eager_steps.get(key, 0) >= WARMUP_STEPS
-        )
 
     def _eager(self, bucket: object, indices: torch.Tensor, flip: torch.Tensor) -> None:
         # The side stream waits for what came before and the main stream for the step, so the

@@ -1,13 +1,16 @@
 """Training steps replayed as CUDA graphs (step_graphs.py) do what eager steps do.
 
-These need a CUDA GPU and are skipped without one (CI has none): on a CPU the training never
-records a step, which every other training test covers. On a GPU they check the real training
-step is recordable (no host sync hides in it), that replays train as eager steps do, and that
-a step that cannot be recorded still trains, eagerly.
+The rule of which steps run eagerly, which is recorded and which are replayed (``ReplayPlan``),
+and the CUDA-only decisions of ``training.fine_tune`` are tested on any machine. The tests that
+record and replay need a CUDA GPU and are skipped without one (CI has none): on a GPU they check
+the real training step is recordable (no host sync hides in it), that replays train as eager
+steps do, and that a step that cannot be recorded still trains, eagerly.
 """
 
 # Standard
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Hashable, List, Sequence, Tuple
 import math
 
 # Third Party
@@ -17,14 +20,119 @@ import torch
 # Local
 from caikit_computer_vision import training
 from caikit_computer_vision.labelled_images import load_labelled_images
-from caikit_computer_vision.step_graphs import WARMUP_STEPS, StepGraphs
-from caikit_computer_vision.training import Recipe, fine_tune
+from caikit_computer_vision.step_graphs import (
+    MAX_GRAPHS,
+    WARMUP_STEPS,
+    Decision,
+    ReplayPlan,
+    StepGraphs,
+)
+from caikit_computer_vision.training import (
+    ImageBucket,
+    Recipe,
+    fine_tune,
+    steps_per_epoch,
+    wants_step_graphs,
+)
 from example_tools.tiny_yolos import build_tiny_yolos
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 BATCH = 8
 STEPS = 12
+
+
+E, R, P = Decision.EAGER, Decision.RECORD, Decision.REPLAY
+
+
+def _plan_steps(
+    plan: ReplayPlan, steps: Sequence[Tuple[Hashable, int]], recording_fails: bool = False
+) -> List[Decision]:
+    """What StepGraphs.run does with each (bucket, batch length), without a GPU."""
+    decisions = []
+    for key, batch_len in steps:
+        decision = plan.decide(key, batch_len)
+        if decision is R and recording_fails:
+            plan.recording_failed(key)
+            decision = E
+        elif decision is R:
+            plan.recorded(key)
+        decisions.append(decision)
+    return decisions
+
+
+# -- which steps are recorded and replayed: any machine ----------------------------------------
+
+
+def test_the_numbers_docs_training_md_quotes():
+    assert (WARMUP_STEPS, MAX_GRAPHS) == (3, 4)
+
+
+def test_a_bucket_warms_up_eagerly_then_is_recorded_once_and_replayed():
+    decisions = _plan_steps(ReplayPlan(BATCH), [("a", BATCH)] * 7)
+    assert decisions == [E, E, E, R, P, P, P]
+
+
+def test_partial_batches_run_eagerly_and_do_not_count_as_warm_up():
+    steps = [("a", 3)] * 4 + [("a", BATCH)] * 5 + [("a", BATCH - 1)]
+    assert _plan_steps(ReplayPlan(BATCH), steps) == [E] * 4 + [E, E, E, R, P] + [E]
+
+
+def test_at_most_max_graphs_buckets_are_recorded():
+    steps = [(bucket, BATCH) for bucket in range(MAX_GRAPHS + 2) for _ in range(WARMUP_STEPS + 2)]
+    decisions = _plan_steps(ReplayPlan(BATCH), steps)
+    assert decisions.count(R) == MAX_GRAPHS
+    per_bucket = WARMUP_STEPS + 2
+    for late_bucket in (MAX_GRAPHS, MAX_GRAPHS + 1):
+        start = late_bucket * per_bucket
+        assert decisions[start : start + per_bucket] == [E] * per_bucket
+
+
+def test_after_a_failed_recording_every_step_runs_eagerly():
+    plan = ReplayPlan(BATCH)
+    steps = [("a", BATCH)] * (WARMUP_STEPS + 3) + [("b", BATCH)] * (WARMUP_STEPS + 3)
+    assert _plan_steps(plan, steps, recording_fails=True) == [E] * len(steps)
+    assert plan.failed
+
+
+def test_a_training_replays_every_full_batch_after_each_buckets_warm_up():
+    """fine_tune's epochs (training._epoch_batches) through the plan: two image sizes whose
+    last batch of every epoch is partial."""
+    buckets = [_bucket(20), _bucket(12)]
+    epochs = 4
+    generator = torch.Generator().manual_seed(0)
+    decisions = []
+    plan = ReplayPlan(BATCH)
+    for _ in range(epochs):
+        batches = training._epoch_batches(buckets, BATCH, generator, 0.5, torch.device("cpu"))
+        assert len(batches) == steps_per_epoch(buckets, BATCH) == 3 + 2
+        decisions += _plan_steps(plan, [(key, len(indices)) for key, indices, _ in batches])
+    full_batches = epochs * (20 // BATCH + 12 // BATCH)
+    partial_batches = epochs * 2
+    assert decisions.count(R) == 2
+    assert decisions.count(R) + decisions.count(P) == full_batches - 2 * WARMUP_STEPS
+    assert decisions.count(E) == partial_batches + 2 * WARMUP_STEPS
+
+
+def test_steps_are_replayed_only_on_cuda_with_the_training_set_there():
+    on_gpu = [SimpleNamespace(pixel_values=SimpleNamespace(device=torch.device("cuda")))]
+    on_host = [SimpleNamespace(pixel_values=SimpleNamespace(device=torch.device("cpu")))]
+    assert wants_step_graphs(Recipe(), torch.device("cuda"), on_gpu)
+    assert not wants_step_graphs(Recipe(cuda_graphs=False), torch.device("cuda"), on_gpu)
+    assert not wants_step_graphs(Recipe(), torch.device("cuda"), on_host)
+    assert not wants_step_graphs(Recipe(), torch.device("cpu"), on_host)
+
+
+def _bucket(images: int) -> ImageBucket:
+    return ImageBucket(
+        torch.zeros(images, 3, 4, 4),
+        torch.zeros(images, 1, dtype=torch.long),
+        torch.zeros(images, 1, 4),
+        torch.ones(images, 1, dtype=torch.bool),
+    )
+
+
+# -- recording and replaying: a CUDA GPU ----------------------------------------------------------
 
 
 class _Toy:
@@ -70,6 +178,7 @@ def _batches(sizes):
                (torch.rand(size, generator=generator) < 0.5).cuda())
 
 
+@needs_cuda
 def test_replayed_steps_train_as_eager_steps():
     eager, replayed = _Toy(), _Toy()
     graphs = StepGraphs(replayed.step, BATCH, torch.device("cuda"))
@@ -83,6 +192,7 @@ def test_replayed_steps_train_as_eager_steps():
     assert torch.allclose(replayed.loss_sum.cpu(), eager.loss_sum.cpu(), rtol=1e-5)
 
 
+@needs_cuda
 def test_partial_batches_and_new_buckets_run_eagerly():
     toy = _Toy()
     graphs = StepGraphs(toy.step, BATCH, torch.device("cuda"))
@@ -95,6 +205,7 @@ def test_partial_batches_and_new_buckets_run_eagerly():
     assert (graphs.recorded, graphs.replays) == (1, 2)
 
 
+@needs_cuda
 def test_two_trainings_in_two_threads_record_and_replay_as_alone():
     # The runtime trains up to max_concurrent_trainings models at once, in threads.
     eager = [_Toy(), _Toy()]
@@ -118,6 +229,7 @@ def test_two_trainings_in_two_threads_record_and_replay_as_alone():
         assert torch.allclose(toy.weights(), alone.weights(), rtol=1e-5, atol=1e-6)
 
 
+@needs_cuda
 def test_a_step_that_syncs_trains_eagerly_and_says_why():
     eager, fallback = _Toy(sync_in_step=True), _Toy(sync_in_step=True)
     stream = torch.cuda.current_stream()
@@ -131,6 +243,7 @@ def test_a_step_that_syncs_trains_eagerly_and_says_why():
     assert torch.allclose(fallback.weights(), eager.weights(), rtol=1e-5, atol=1e-6)
 
 
+@needs_cuda
 def test_the_training_step_is_recorded_and_trains_like_eager_steps(train_dir, monkeypatch):
     """The real step (YOLOS, the DETR loss, clipping, fused AdamW) records without a sync, and
     a training of replays lands where the eager one does (to float rounding: the recorded
