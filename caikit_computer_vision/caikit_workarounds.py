@@ -186,7 +186,9 @@ def routable_training_id(trainer: LocalJobBase) -> str:
     has no public accessor).
     """
     instance_name = trainer._instance_name  # pylint: disable=protected-access
-    return JobFutureBase.ID_DELIMITER.join([ReversibleHasher.hash(instance_name), str(uuid.uuid4())])
+    return JobFutureBase.ID_DELIMITER.join(
+        [ReversibleHasher.hash(instance_name), str(uuid.uuid4())]
+    )
 
 
 def save_path_for(output_dir: str, model_name: str) -> str:

@@ -233,7 +233,8 @@ def test_caikit_routes_report_errors_through_a_replaceable_static_handler():
     assert isinstance(handler, staticmethod)
     assert list(inspect.signature(handler.__func__).parameters) == ["err"]
     assert _code(RuntimeHTTPServer).count("if error_content := self._handle_exception(err):") >= 5
-    assert "@self.app.exception_handler(RequestValidationError)" in _code(RuntimeHTTPServer.__init__)
+    init = _code(RuntimeHTTPServer.__init__)
+    assert "@self.app.exception_handler(RequestValidationError)" in init
 
 
 def test_caikit_routes_run_calls_on_the_server_pool_and_the_loops_default_executor():
@@ -282,7 +283,8 @@ def test_caikit_names_its_http_request_classes_as_http_request_class_reads_them(
     assert "dataobject_to_pydantic( DataBase.get_class_for_name(rpc.request.name) )" in _code(
         RuntimeHTTPServer._train_add_unary_input_unary_output_handler
     )
-    assert "return PYDANTIC_TO_DM_MAPPING[dm_class]" in _code(pydantic_wrapper.dataobject_to_pydantic)
+    cached = _code(pydantic_wrapper.dataobject_to_pydantic)
+    assert "return PYDANTIC_TO_DM_MAPPING[dm_class]" in cached
 
 
 # -- what the proto dump relies on -----------------------------------------------------------------
@@ -291,7 +293,8 @@ def test_caikit_names_its_http_request_classes_as_http_request_class_reads_them(
 def test_the_openapi_patch_step_takes_no_argument_and_stores_the_document():
     """openapi_document runs _patch_openapi_spec, which start() runs, and reads the result."""
     assert list(inspect.signature(RuntimeHTTPServer._patch_openapi_spec).parameters) == ["self"]
-    assert "self.app.openapi_schema = openapi_schema" in _code(RuntimeHTTPServer._patch_openapi_spec)
+    patch = _code(RuntimeHTTPServer._patch_openapi_spec)
+    assert "self.app.openapi_schema = openapi_schema" in patch
     assert "self._patch_openapi_spec()" in _code(RuntimeHTTPServer.start)
 
 
