@@ -152,7 +152,9 @@ def _http_request_models(http_server):
     packages = ((http_server.inference_service, predict), (http_server.training_service, train))
     for package, routes in packages:
         for rpc in (package.caikit_rpcs.values() if package is not None else ()):
-            streaming = getattr(rpc, "input_streaming", False) or getattr(rpc, "output_streaming", False)
+            streaming = getattr(rpc, "input_streaming", False) or getattr(
+                rpc, "output_streaming", False
+            )
             if not isinstance(rpc, (TaskPredictRPC, ModuleClassTrainRPC)) or streaming:
                 continue
             routes[get_http_route_name(rpc.name)] = dataobject_to_pydantic(http_request_class(rpc))
