@@ -32,6 +32,8 @@ FIGURE_GROUPS = (
     "training_speed",
     "scaling",
     "front_door",
+    # Not in CI: builds a venv per peer server (bench/peers/venvs.py) the first time.
+    "peers",
 )
 DEFAULT_JSON = pathlib.Path(__file__).resolve().parent / "results" / "latest.json"
 

@@ -1,0 +1,228 @@
+"""Server processes of the peers' bench: started in a process group of their own, checked to
+listen on 127.0.0.1 only, measured (RSS of the whole process tree) and always stopped.
+
+Linux only: process trees, memory and listening sockets are read from /proc.
+"""
+
+# Standard
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+import ipaddress
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+STOP_TIMEOUT_S = 30.0
+LISTEN_STATE = "0A"
+
+
+def _children() -> Dict[int, List[int]]:
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                # The command name (field 2) may hold spaces: the fields after it are plain.
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    return children
+
+
+def process_tree(pid: int) -> List[int]:
+    """``pid`` and every process below it."""
+    children, tree, pending = _children(), [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending += children.get(current, [])
+    return tree
+
+
+def _start_time(pid: int) -> Optional[str]:
+    """When ``pid`` started (clock ticks after boot): tells a process from a later one that
+    reused its id."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of ``pid``'s whole process tree, in MiB (shared pages counted per process,
+    as ``ps`` and the runtime's memory figures do)."""
+    total_kib = 0
+    for member in process_tree(pid):
+        try:
+            with open(f"/proc/{member}/status", encoding="ascii") as status:
+                total_kib += next(
+                    (int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0
+                )
+        except OSError:
+            continue  # it exited meanwhile
+    return total_kib / 1024
+
+
+def _listening_sockets() -> Dict[str, Tuple[str, int]]:
+    """{socket inode: (address, port)} of every listening TCP socket on this machine."""
+    sockets = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    if fields[3] != LISTEN_STATE:
+                        continue
+                    address_hex, port_hex = fields[1].split(":")
+                    # The kernel prints each 32-bit word of the address in host (little-endian) order.
+                    raw = b"".join(
+                        bytes.fromhex(address_hex[i : i + 8])[::-1]
+                        for i in range(0, len(address_hex), 8)
+                    )
+                    sockets[fields[9]] = (str(ipaddress.ip_address(raw)), int(port_hex, 16))
+        except FileNotFoundError:
+            continue
+    return sockets
+
+
+def listening_addresses(pid: int) -> Set[Tuple[str, int]]:
+    """(address, port) of every TCP socket that ``pid``'s process tree listens on."""
+    sockets, found = _listening_sockets(), set()
+    for member in process_tree(pid):
+        try:
+            links = [os.readlink(f"/proc/{member}/fd/{fd}") for fd in os.listdir(f"/proc/{member}/fd")]
+        except OSError:
+            continue
+        for link in links:
+            if link.startswith("socket:[") and link[8:-1] in sockets:
+                found.add(sockets[link[8:-1]])
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def check_loopback_only(name: str, pid: int) -> None:
+    """Raise unless every socket ``pid``'s tree listens on is on the loopback interface."""
+    exposed = sorted(
+        (address, port) for address, port in listening_addresses(pid) if not is_loopback(address)
+    )
+    if exposed:
+        raise RuntimeError(
+            f"{name} listens beyond the loopback interface on "
+            + ", ".join(f"{address}:{port}" for address, port in exposed)
+            + ": every server of the bench must bind 127.0.0.1 only; fix its start in bench/peers/"
+        )
+
+
+def log_tail(path: pathlib.Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class ServerProcess:
+    """One server started in its own session; ``stop`` ends its group and every process below."""
+
+    def __init__(self, name: str, argv: Sequence[str], env: Dict[str, str], log_path: pathlib.Path, cwd: pathlib.Path):
+        self.name, self.log_path = name, log_path
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_listening(self, ports: Sequence[int], timeout_s: float) -> None:
+        """Wait until the tree listens on every one of ``ports``; raise (with the log) when the
+        server exits first or does not get there in time."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode} before listening:\n"
+                    f"{log_tail(self.log_path)}"
+                )
+            listening = {port for _, port in listening_addresses(self.pid)}
+            if set(ports) <= listening:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.name} not listening on {sorted(set(ports) - listening)} after "
+                    f"{timeout_s:.0f} s:\n{log_tail(self.log_path)}"
+                )
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        """SIGTERM to the process group, SIGKILL to whatever of the tree is left after
+        ``STOP_TIMEOUT_S``."""
+        tree = {member: _start_time(member) for member in process_tree(self.pid)}
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        # What left the group (a child that started a session of its own), by its own id.
+        for member, started in tree.items():
+            if member != self.pid and started is not None and _start_time(member) == started:
+                try:
+                    os.kill(member, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.process.wait()
+
+
+@contextmanager
+def running_server(
+    name: str,
+    argv: Sequence[str],
+    env: Dict[str, str],
+    log_path: pathlib.Path,
+    cwd: pathlib.Path,
+    ports: Sequence[int],
+    ready_timeout_s: float,
+) -> Iterator[ServerProcess]:
+    """A server listening on ``ports`` and on the loopback interface only; stopped on exit."""
+    server = ServerProcess(name, argv, env, log_path, cwd)
+    try:
+        server.wait_listening(ports, ready_timeout_s)
+        check_loopback_only(name, server.pid)
+        yield server
+    finally:
+        server.stop()
+
+
+def stop_pid(pid: int, process: Optional[subprocess.Popen] = None) -> None:
+    """Kill one process by its id (the load processes, which hold nothing worth a grace)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if process is not None:
+        process.wait()

@@ -1,0 +1,534 @@
+"""The runtime against the servers a user would pick instead, serving the same model directories.
+
+    .venv/bin/python -m bench --only peers            # about 25 minutes on 2 cores
+    .venv/bin/python -m bench --only peers --quick    # about 4 minutes: demo model, one round
+    .venv/bin/python -m bench.peers.rounds --quick --servers ours fastapi   # some servers only
+
+Servers (each in its own process group, on free ports of 127.0.0.1, always stopped):
+our runtime (gRPC and HTTP, bench/served_models.py ``serving``); a plain FastAPI and a plain
+grpcio server (in .venv); KServe's ModelServer (REST v1 and gRPC v2), LitServe (without and with
+``max_batch_size 8``) and PyTriton (Triton's dynamic batching, CPU), each in its own venv built
+from bench/peer_requirements/ (bench/peers/venvs.py). Every peer runs
+``caikit_computer_vision.detection.Detector`` (the runtime's model call, without caikit) on the
+``hf_model/`` of the same saved models as the runtime.
+
+Correctness first: each time a server starts, it answers 3 images (64x64, 640x480, 300x200 JPEG)
+for every model, and every answer is compared with ``Detector.detect`` in this process (labels
+and boxes exactly, scores to 1e-4); a server that differs is printed and its figures marked.
+
+Load: for each server protocol a load process of its own (bench/peers/load.py, in the venv of
+that protocol's client) runs 1 or 8 client threads, each with its own connection, sending the
+same JPEG back to back; requests/s and p50 latency count the calls that end in a fixed window
+after a warm-up. Rounds: every server once per round (the order rotates), each server running
+alone while measured; the figures are medians over the rounds, and the ratio ours gRPC / best
+peer is the median of the per-round ratios. Full run: 3 rounds, demo model (3 s windows) and
+the yolos-tiny-size model (8 s windows), 64x64 and 640x480 images, 1 and 8 clients: about 25
+minutes on 2 cores (servers' starts included), plus the peers' venvs the first time.
+"""
+
+# Standard
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+import argparse
+import io
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+# Third Party
+from PIL import Image
+
+# Local
+from bench.figures import Figure, Target, render_table
+from bench.peers import venvs
+from bench.peers.processes import check_loopback_only, running_server, tree_rss_mib
+from bench.peers.protocol import Answer, answer_rows, answers_differ
+from bench.served_models import (
+    ARCHITECTURE_OF,
+    DEMO_MODEL_ID,
+    YOLOS_TINY_MODEL_ID,
+    save_models,
+    serving,
+)
+from caikit_computer_vision.detection import Detector
+from example_tools.runtime_harness import REPO_ROOT, free_port
+from example_tools.synthetic_data import render_example
+
+GROUP = "peers"
+TARGET = Target(1.0, at_least=True)
+# The untrained demo models score below the runtime's default threshold (0.5): with this one,
+# every answer carries a detection to compare and to encode.
+THRESHOLD = 0.01
+SCORE_TOLERANCE = 1e-4
+CLIENTS = (1, 8)
+IMAGES = ("64x64", "640x480")
+READY_TIMEOUT_S = 240.0
+OURS = "ours"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A column: one protocol of one server."""
+
+    name: str
+    protocol: str  # a client of bench/peers/load.py
+    port: str  # which of the server's ports it talks to
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server process: how to start it (a module of bench/peers/ in a venv) and its variants."""
+
+    name: str
+    venv: Optional[str]  # a peer of bench/peers/venvs.py; None: .venv (this interpreter)
+    module: Optional[str]  # None: our runtime
+    variants: Tuple[Variant, ...]
+    ports: Tuple[str, ...] = ("http",)
+    extra_args: Tuple[str, ...] = ()
+
+
+SERVERS = (
+    Server(
+        OURS,
+        None,
+        None,
+        (Variant("ours gRPC", "ours-grpc", "grpc"), Variant("ours HTTP", "ours-http", "http")),
+    ),
+    Server("fastapi", None, "bench.peers.serve_fastapi", (Variant("plain FastAPI", "fastapi", "http"),)),
+    Server(
+        "grpcio", None, "bench.peers.serve_grpcio", (Variant("plain grpcio", "grpcio", "grpc"),),
+        ports=("grpc",),
+    ),
+    Server(
+        "kserve",
+        "kserve",
+        "bench.peers.serve_kserve",
+        (
+            Variant("KServe REST v1", "kserve-rest-v1", "http"),
+            Variant("KServe gRPC v2", "kserve-grpc-v2", "grpc"),
+        ),
+        ports=("http", "grpc"),
+    ),
+    Server("litserve", "litserve", "bench.peers.serve_litserve", (Variant("LitServe", "litserve", "http"),)),
+    Server(
+        "litserve-batch",
+        "litserve",
+        "bench.peers.serve_litserve",
+        (Variant("LitServe batch 8", "litserve", "http"),),
+        extra_args=("--max-batch-size", "8"),
+    ),
+    Server(
+        "pytriton",
+        "pytriton",
+        "bench.peers.serve_pytriton",
+        (Variant("Triton, dynamic batching", "triton-grpc", "grpc"),),
+        ports=("http", "grpc"),
+    ),
+)
+OUR_VARIANTS = ("ours gRPC", "ours HTTP")
+
+
+@dataclass(frozen=True)
+class Window:
+    warm_up_s: float
+    window_s: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    models: Tuple[str, ...]
+    rounds: int
+    windows: Dict[str, Window]
+
+
+PLANS = {
+    False: Plan(
+        (DEMO_MODEL_ID, YOLOS_TINY_MODEL_ID),
+        rounds=3,
+        windows={DEMO_MODEL_ID: Window(0.5, 3.0), YOLOS_TINY_MODEL_ID: Window(1.5, 8.0)},
+    ),
+    True: Plan((DEMO_MODEL_ID,), rounds=1, windows={DEMO_MODEL_ID: Window(0.3, 1.0)}),
+}
+
+# (model, image, clients)
+Cell = Tuple[str, str, int]
+
+
+@dataclass
+class Results:
+    """Everything measured, by variant."""
+
+    # [variant][cell] -> requests/s per round; None where the round failed
+    rates: Dict[str, Dict[Cell, List[float]]] = field(default_factory=dict)
+    p50_ms: Dict[str, Dict[Cell, List[float]]] = field(default_factory=dict)
+    idle_rss_mib: Dict[str, List[float]] = field(default_factory=dict)
+    start_s: Dict[str, List[float]] = field(default_factory=dict)
+    mismatches: Dict[str, List[str]] = field(default_factory=dict)
+    failures: Dict[str, List[str]] = field(default_factory=dict)
+
+
+# -- the inputs ----------------------------------------------------------------------------------
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def make_images(directory: pathlib.Path) -> Dict[str, pathlib.Path]:
+    """The load's two JPEGs (64x64, 640x480) and a third for the check (300x200)."""
+    small, _ = render_example("cat")
+    large = Image.open(io.BytesIO(render_example("cat", image_size=640)[0])).crop((0, 80, 640, 560))
+    other = Image.open(io.BytesIO(render_example("dog", image_size=300)[0])).crop((0, 50, 300, 250))
+    images = {"64x64": small, "640x480": _jpeg(large), "300x200": _jpeg(other)}
+    paths = {}
+    for name, data in images.items():
+        paths[name] = directory / f"{name}.jpg"
+        paths[name].write_bytes(data)
+    return paths
+
+
+def expected_answers(
+    saved: pathlib.Path, models: Sequence[str], images: Dict[str, pathlib.Path]
+) -> Dict[str, List[Answer]]:
+    """``Detector.detect`` of each check image, one at a time, in this process."""
+    expected = {}
+    for model in models:
+        detector = Detector.from_hf_dir(str(saved / model / "hf_model"))
+        expected[model] = [
+            answer_rows(detector.detect([path.read_bytes()], THRESHOLD)[0])
+            for path in images.values()
+        ]
+    return expected
+
+
+# -- the load processes --------------------------------------------------------------------------
+
+
+class LoadProcess:
+    """bench/peers/load.py in ``python``, for one protocol and address."""
+
+    def __init__(self, python: str, protocol: str, address: str, env: Dict[str, str]):
+        self.protocol = protocol
+        self.process = subprocess.Popen(
+            [python, "-m", "bench.peers.load", "--protocol", protocol, "--address", address],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, command: dict) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.protocol} load process exited ({self.process.poll()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        try:
+            if self.process.poll() is None:
+                self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.process.stdin.close()
+                self.process.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()  # by its own process id
+            self.process.wait()
+
+
+def _env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _python(server: Server, pythons: Dict[str, pathlib.Path]) -> str:
+    return sys.executable if server.venv is None else str(pythons[server.venv])
+
+
+# -- one server's block in a round ---------------------------------------------------------------
+
+
+@contextmanager
+def started(
+    server: Server,
+    pythons: Dict[str, pathlib.Path],
+    saved: pathlib.Path,
+    models: Sequence[str],
+    work: pathlib.Path,
+) -> Iterator[Tuple[int, Dict[str, int]]]:
+    """(pid, ports) of ``server``, serving every saved model; stopped on exit."""
+    if server.module is None:
+        with serving(work / "ours", saved) as runtime:
+            check_loopback_only(server.name, runtime.process.pid)
+            yield runtime.process.pid, dict(runtime.ports)
+        return
+    ports = {name: free_port() for name in server.ports}
+    # The first port is --port; a server with HTTP and gRPC takes the gRPC one as --grpc-port.
+    argv = [_python(server, pythons), "-m", server.module, "--port", str(ports[server.ports[0]])]
+    if len(server.ports) > 1:
+        argv += ["--grpc-port", str(ports["grpc"])]
+    argv += [f"--model={model}={saved / model / 'hf_model'}" for model in models]
+    argv += list(server.extra_args)
+    with running_server(
+        server.name, argv, _env(), work / f"{server.name}.log", REPO_ROOT,
+        list(ports.values()), READY_TIMEOUT_S,
+    ) as process:
+        yield process.pid, ports
+
+
+def run_block(
+    server: Server,
+    pythons: Dict[str, pathlib.Path],
+    saved: pathlib.Path,
+    images: Dict[str, pathlib.Path],
+    expected: Dict[str, List[Answer]],
+    plan: Plan,
+    results: Results,
+    work: pathlib.Path,
+) -> None:
+    """Start ``server``, check its answers, measure every cell of every variant, stop it."""
+    began = time.monotonic()
+    with ExitStack() as stack:
+        pid, ports = stack.enter_context(started(server, pythons, saved, plan.models, work))
+        loads = {}
+        for variant in server.variants:
+            load = LoadProcess(
+                _python(server, pythons), variant.protocol, f"127.0.0.1:{ports[variant.port]}", _env()
+            )
+            stack.callback(load.close)
+            loads[variant.name] = load
+            for model in plan.models:
+                _check(variant.name, load, model, images, expected[model], results)
+        results.start_s.setdefault(server.name, []).append(time.monotonic() - began)
+        # Models loaded, a first call answered (more sockets may have opened since the start).
+        check_loopback_only(server.name, pid)
+        results.idle_rss_mib.setdefault(server.name, []).append(tree_rss_mib(pid))
+        for index, cell in enumerate(_cells(plan)):
+            names = list(loads)
+            names = names[index % len(names) :] + names[: index % len(names)]
+            for name in names:
+                _measure(name, loads[name], cell, images, plan, results)
+
+
+def _check(
+    variant: str,
+    load: LoadProcess,
+    model: str,
+    images: Dict[str, pathlib.Path],
+    expected: List[Answer],
+    results: Results,
+) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    command = {"op": "answers", "model": model, "images": [str(p) for p in images.values()],
+               "threshold": THRESHOLD}
+    while "error" in (reply := load.ask(command)) and time.monotonic() < deadline:
+        time.sleep(1.0)  # a server may listen before its model worker is ready
+    if "error" in reply:
+        raise RuntimeError(f"{variant} did not answer {model}: {reply['error']}")
+    for image, want, got in zip(images, expected, reply["answers"]):
+        why = answers_differ(want, got, SCORE_TOLERANCE)
+        if why:
+            message = f"{model} {image}: {why}"
+            print(f"ANSWERS DIFFER: {variant}: {message}", file=sys.stderr, flush=True)
+            results.mismatches.setdefault(variant, []).append(message)
+        results.mismatches.setdefault(variant, [])
+
+
+def _cells(plan: Plan) -> List[Cell]:
+    return [(model, image, clients) for model in plan.models for image in IMAGES for clients in CLIENTS]
+
+
+def _measure(
+    variant: str, load: LoadProcess, cell: Cell, images: Dict[str, pathlib.Path], plan: Plan,
+    results: Results,
+) -> None:
+    model, image, clients = cell
+    window = plan.windows[model]
+    reply = load.ask(
+        {"op": "load", "model": model, "image": str(images[image]), "threshold": THRESHOLD,
+         "clients": clients, "warm_up_s": window.warm_up_s, "window_s": window.window_s}
+    )
+    if "error" in reply or reply["failed"] or not reply["requests"]:
+        why = reply.get("error") or reply.get("first_error") or "no call ended in the window"
+        message = f"{cell}: {reply.get('failed', 0)} failed calls; {why}"
+        print(f"LOAD FAILED: {variant}: {message}", file=sys.stderr, flush=True)
+        results.failures.setdefault(variant, []).append(message)
+        if "error" in reply or not reply["requests"]:
+            return
+    results.rates.setdefault(variant, {}).setdefault(cell, []).append(reply["requests_per_s"])
+    results.p50_ms.setdefault(variant, {}).setdefault(cell, []).append(reply["p50_ms"])
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+def measure(quick: bool, servers: Sequence[Server] = SERVERS) -> Tuple[Plan, Results]:
+    plan = PLANS[quick]
+    pythons = venvs.ensure_all(sorted({s.venv for s in servers if s.venv}))
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="ccv-bench-peers-") as temporary:
+        work = pathlib.Path(temporary)
+        # serving() needs my_model whatever is measured.
+        models = {DEMO_MODEL_ID: "tiny", **{m: ARCHITECTURE_OF[m] for m in plan.models}}
+        save_models(work / "saved", models)
+        images = make_images(work)
+        expected = expected_answers(work / "saved", plan.models, images)
+        for round_index in range(plan.rounds):
+            shift = round_index % len(servers)
+            for server in list(servers[shift:]) + list(servers[:shift]):
+                print(f"  round {round_index + 1}/{plan.rounds}: {server.name}", file=sys.stderr, flush=True)
+                block_dir = work / f"round-{round_index}-{server.name}"
+                block_dir.mkdir()
+                run_block(server, pythons, work / "saved", images, expected, plan, results, block_dir)
+    return plan, results
+
+
+def run(quick: bool, servers: Sequence[Server] = SERVERS) -> List[Figure]:
+    """Requests/s and p50 latency of every server, by model, image and clients; ours against
+    the best peer."""
+    plan, results = measure(quick, servers)
+    print(markdown_table(plan, results))
+    return figures(plan, results)
+
+
+# -- the figures ------------------------------------------------------------------------------------
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def _marked(variant: str, results: Results) -> str:
+    marks = []
+    if results.mismatches.get(variant):
+        marks.append("ANSWERS DIFFER")
+    if results.failures.get(variant):
+        marks.append("CALLS FAILED")
+    return f"{variant} ({', '.join(marks)})" if marks else variant
+
+
+def best_peer(results: Results, cell: Cell) -> Optional[str]:
+    peers = [
+        name for name, by_cell in results.rates.items()
+        if name not in OUR_VARIANTS and by_cell.get(cell)
+    ]
+    return max(peers, key=lambda name: _median(results.rates[name][cell]), default=None)
+
+
+def _model_name(model: str) -> str:
+    return {DEMO_MODEL_ID: "demo"}.get(model, ARCHITECTURE_OF.get(model, model))
+
+
+def markdown_table(plan: Plan, results: Results) -> str:
+    lines = [
+        "| model | image | clients | ours gRPC | ours HTTP | best peer | ratio | p50 ours / best peer |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in _cells(plan):
+        model, image, clients = cell
+        ours = results.rates.get("ours gRPC", {}).get(cell)
+        http = results.rates.get("ours HTTP", {}).get(cell)
+        best = best_peer(results, cell)
+        ratio = _paired_ratio(results, cell, best) if ours and best else None
+        lines.append(
+            f"| {_model_name(model)} | {image} | {clients} "
+            f"| {_rate(ours)} | {_rate(http)} "
+            f"| {_marked(best, results) + ' ' + _rate(results.rates[best][cell]) if best else '-'} "
+            f"| {f'{_median(ratio):.2f}' if ratio else '-'} "
+            f"| {_p50(results, 'ours gRPC', cell)} / {_p50(results, best, cell)} |"
+        )
+    rss = ", ".join(
+        f"{name} {_median(values):.0f} MiB" for name, values in results.idle_rss_mib.items()
+    )
+    return "\n".join(lines) + f"\n\nIdle RSS (whole process tree): {rss}\n"
+
+
+def _rate(values: Optional[List[float]]) -> str:
+    if not values:
+        return "-"
+    value = _median(values)
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _p50(results: Results, variant: Optional[str], cell: Cell) -> str:
+    values = results.p50_ms.get(variant or "", {}).get(cell)
+    return f"{_median(values):.4g} ms" if values else "-"
+
+
+def _paired_ratio(results: Results, cell: Cell, peer: str) -> List[float]:
+    ours, theirs = results.rates["ours gRPC"][cell], results.rates[peer][cell]
+    return [a / b for a, b in zip(ours, theirs) if b > 0]
+
+
+def figures(plan: Plan, results: Results) -> List[Figure]:
+    found = []
+    for cell in _cells(plan):
+        model, image, clients = cell
+        best = best_peer(results, cell)
+        if best is None or not results.rates.get("ours gRPC", {}).get(cell):
+            continue
+        details = {}
+        for variant, by_cell in results.rates.items():
+            if by_cell.get(cell):
+                details[f"req_per_s {variant}"] = _median(by_cell[cell])
+                details[f"p50_ms {variant}"] = _median(results.p50_ms[variant][cell])
+        per_variant = ", ".join(
+            f"{_marked(variant, results)} {_rate(by_cell[cell])}"
+            for variant, by_cell in results.rates.items() if by_cell.get(cell)
+        )
+        found.append(
+            Figure.of_samples(
+                GROUP,
+                f"ours gRPC / best peer ({_model_name(model)}, {image}, {clients} client(s))",
+                _paired_ratio(results, cell, best),
+                "x",
+                target=TARGET,
+                note=f"best peer {_marked(best, results)}; p50 ours {_p50(results, 'ours gRPC', cell)} "
+                f"vs {_p50(results, best, cell)}; req/s: {per_variant}",
+                details=details,
+            )
+        )
+    for server, values in results.idle_rss_mib.items():
+        found.append(
+            Figure.of_samples(
+                GROUP, f"idle RSS, process tree ({server})", values, "MiB",
+                note=f"start to first answers {_median(results.start_s[server]):.1f} s",
+            )
+        )
+    for variant, mismatches in results.mismatches.items():
+        found.append(
+            Figure(GROUP, f"answers differing from Detector.detect ({variant})", len(mismatches), "",
+                   note="; ".join(mismatches[:3]))
+        )
+    return found
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="demo model, one round, short windows")
+    parser.add_argument(
+        "--servers", nargs="+", choices=[s.name for s in SERVERS],
+        help="measure only these servers (ours is needed for the ratios)",
+    )
+    args = parser.parse_args(argv)
+    servers = [s for s in SERVERS if not args.servers or s.name in args.servers]
+    print(render_table(run(args.quick, servers)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
