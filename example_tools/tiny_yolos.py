@@ -39,9 +39,9 @@ class YolosArchitecture:
 
 ARCHITECTURES: Dict[str, YolosArchitecture] = {
     # Sees images at 32 px on the short side (4 x 4 patches of 8 px): the demo's shapes are a
-    # third to a half of a 64 px image, and at 32 px the training is 1.7x faster than at 64 px
-    # with the same held-out quality (measured over 3 data seeds x torch threads {1, 2}:
-    # minimum mAP@0.5 0.77 at 32 px, 0.75 at 64 px, 100 epochs at batch 32; docs/training.md).
+    # third to a half of a 64 px image, and at 32 px the training is faster than at 64 px with
+    # no worse held-out quality (the measurements, over data seeds and thread counts, are in
+    # docs/training.md, "input size").
     "tiny": YolosArchitecture(
         hidden_size=32,
         num_hidden_layers=2,
