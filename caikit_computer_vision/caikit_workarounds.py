@@ -3,7 +3,8 @@
 Each workaround names the caikit behaviour it replaces (file and function, as of caikit 0.29.0)
 so that it can be deleted once caikit offers the hook or the fix. Everything else in the library
 uses caikit's public extension points (model finder and trainer in the config, the FastAPI app of
-``RuntimeHTTPServer``).
+``RuntimeHTTPServer``). tests/test_caikit_workarounds.py checks what each workaround relies on,
+and fails when a caikit upgrade changes it.
 
 Relied on, not replaced: ``caikit_computer_vision/__init__.py`` registers the data model and
 modules only when its ``data_model`` attribute is first read (PEP 562 ``__getattr__``), so that
