@@ -132,29 +132,22 @@ BAD_REQUESTS = {
 }
 
 
-def test_oversized_images_are_small_files():
-    for name in ("decompression-bomb", "over-pixel-limit"):
-        assert len(BAD_REQUESTS[name].make_inputs()) < 100_000, name
-    assert len(ODD_VALID_IMAGES["1x1000000"]()) < 100_000
-    over_limit = Image.open(io.BytesIO(BAD_REQUESTS["over-pixel-limit"].make_inputs()))
-    assert over_limit.size == OVER_LIMIT_SIZE
-    assert OVER_LIMIT_SIZE[0] * OVER_LIMIT_SIZE[1] > MAX_IMAGE_PIXELS
-
-
-def test_the_bomb_is_made_as_a_whole_image():
-    # The same writer at a size that Pillow decodes here.
-    image = Image.open(io.BytesIO(black_1_bit_png(300, 200)))
-    image.load()
-    assert image.size == (300, 200) and image.mode == "1"
+def test_the_bombs_writer_makes_an_image_the_runtime_decodes(served):
+    """So the bomb is refused for its size, not because its writer made a broken file."""
+    width, height = 300, 200
+    result = served.predict(black_1_bit_png(width, height), 0.0)
+    assert result.detected_objects
+    assert_well_formed(result, width, height)
 
 
 @pytest.mark.parametrize("name", BAD_REQUESTS)
-def test_bad_request_gets_a_status_that_says_what_to_fix(served, name):
+def test_bad_request_gets_a_status_that_says_what_to_fix_and_the_runtime_serves_on(served, name):
     bad = BAD_REQUESTS[name]
     status, details, _ = predict_status(served.predict, bad.make_inputs(), bad.threshold)
     assert status == bad.status, details
     for phrase in bad.phrases:
         assert phrase in details, details
+    assert_serves_normally(served)
 
 
 def _array_png(array: np.ndarray) -> bytes:
@@ -174,18 +167,15 @@ ODD_VALID_IMAGES = {
 # Shrunk and padded so much that the image is a sliver of what the model sees: detections that
 # fall in the padding are dropped, so an empty result is right for them.
 PADDED_MOSTLY = {"1x1000000", "20000x1000"}
-EXPECTED_MODES = {"grayscale": "L", "rgba": "RGBA", "16-bit": "I;16", "1x1000000": "1", "20000x1000": "L"}
 
 
 @pytest.mark.parametrize("name", ODD_VALID_IMAGES)
 def test_odd_but_valid_image_gets_a_result(served, name):
     inputs = ODD_VALID_IMAGES[name]()
-    image = Image.open(io.BytesIO(inputs))
-    assert image.mode == EXPECTED_MODES.get(name, "RGB")
     result = served.predict(inputs, 0.0)
     if name not in PADDED_MOSTLY:
         assert result.detected_objects  # threshold 0 keeps every detection token's best class
-    assert_well_formed(result, *image.size)
+    assert_well_formed(result, *Image.open(io.BytesIO(inputs)).size)
     assert result.producer_id.name == "Transformers Object Detector"
 
 
@@ -198,9 +188,3 @@ def test_request_just_under_the_message_size_is_served(served):
     assert result.detected_objects
     assert_well_formed(result, width, height)
 
-
-def test_runtime_serves_normally_after_every_bad_request(served):
-    for name, bad in BAD_REQUESTS.items():
-        status, details, _ = predict_status(served.predict, bad.make_inputs(), bad.threshold)
-        assert status == bad.status, (name, details)
-    assert_serves_normally(served)
