@@ -1,8 +1,9 @@
 """Fuzz the served predict routes (gRPC and HTTP) with random and mutated image bytes.
 
-Whatever the bytes and the threshold, the runtime answers OK with a well-formed result or
-INVALID_ARGUMENT (HTTP 4xx), never INTERNAL / UNKNOWN (HTTP 500), and is still serving after
-the run. The run is seeded (derandomized) and short; CCV_LONG_TESTS=1 runs ten times as many.
+Whatever the bytes and the threshold, the runtime answers what an oracle beside it decides (Pillow
+here, with the runtime's formats and pixel limit): OK (HTTP 200) with a well-formed result for a
+whole image and a threshold in 0..1, INVALID_ARGUMENT (HTTP 400) naming the problem otherwise;
+never INTERNAL / UNKNOWN (HTTP 500); and it is still serving after the run. The run is seeded (derandomized) and short; CCV_LONG_TESTS=1 runs ten times as many.
 """
 
 # Standard
@@ -138,39 +139,30 @@ def decoded_size(inputs: bytes) -> Optional[Tuple[int, int]]:
             return None
 
 
-def check_answer(ok: bool, refused: bool, message: str, result, inputs, threshold) -> None:
-    """The oracle shared by both routes: what the answer must be for these inputs.
+def served_size(inputs: bytes, threshold: Optional[float]) -> Optional[Tuple[int, int]]:
+    """The oracle shared by both routes: the size of the image the runtime must serve for these
+    inputs, or None when it must refuse them (INVALID_ARGUMENT, HTTP 400)."""
+    return decoded_size(inputs) if valid_threshold(threshold) else None
 
-    ``ok``: a result came back; ``refused``: INVALID_ARGUMENT (HTTP 4xx) with ``message``.
-    """
-    assert ok or refused, message
-    size = decoded_size(inputs)
-    if not valid_threshold(threshold) or size is None:
-        # The message names what is wrong: run() checks the threshold, then the image (caikit's
-        # HTTP route reports an empty "inputs" as missing before run() sees the threshold).
-        assert refused, message
-        assert any(word in message for word in ("threshold", "inputs", "image")), message
-    else:
-        # A whole image within the pixel limit and a good threshold: always served.
-        assert ok, (size, message)
-    if ok:
-        assert_well_formed(result, *size)
+
+def check_refusal_message(message: str) -> None:
+    """The message names what is wrong: run() checks the threshold, then the image (caikit's
+    HTTP route reports an empty "inputs" as missing before run() sees the threshold)."""
+    assert any(word in message for word in ("threshold", "inputs", "image")), message
 
 
 def test_fuzzed_grpc_predict_never_fails_internally(served):
     @fuzz_settings(GRPC_CASES)
     @given(inputs=predict_inputs, threshold=thresholds)
     def predict_once(inputs: bytes, threshold: Optional[float]) -> None:
+        size = served_size(inputs, threshold)
         status, details, result = predict_status(served.predict, inputs, threshold)
-        assert status in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), details
-        check_answer(
-            status == grpc.StatusCode.OK,
-            status == grpc.StatusCode.INVALID_ARGUMENT,
-            details,
-            result,
-            inputs,
-            threshold,
-        )
+        if size is None:
+            assert status == grpc.StatusCode.INVALID_ARGUMENT, details
+            check_refusal_message(details)
+        else:
+            assert status == grpc.StatusCode.OK, (size, details)
+            assert_well_formed(result, *size)
 
     predict_once()
     assert_serves_normally(served)
@@ -200,10 +192,14 @@ def test_fuzzed_http_predict_never_answers_500(served):
     @fuzz_settings(HTTP_CASES)
     @given(inputs=predict_inputs, threshold=thresholds)
     def predict_once(inputs: bytes, threshold: Optional[float]) -> None:
+        size = served_size(inputs, threshold)
         status, body = http_predict(served.runtime, inputs, threshold)
-        assert status < 500, body
-        result = ObjectDetectionResult.from_json(body.decode()) if status == 200 else None
-        check_answer(status == 200, 400 <= status < 500, body.decode(), result, inputs, threshold)
+        if size is None:
+            assert status == 400, body
+            check_refusal_message(body.decode())
+        else:
+            assert status == 200, (size, body)
+            assert_well_formed(ObjectDetectionResult.from_json(body.decode()), *size)
 
     predict_once()
     assert_serves_normally(served)
