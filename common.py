@@ -1,56 +1,48 @@
 """Every path, model id, port and default of the example's scripts, in one place.
 
-Ports come from the caikit config (runtime_config.yaml plus its environment overrides such as
-RUNTIME_GRPC_PORT), so a port is written down once, in runtime_config.yaml. Generated
-directories are relative to the current working directory: run the scripts from the directory
-where models/ and train_data/ should live (the repository root in the README).
+Importing it only defines names (standard library alone, nothing checked, nothing read), so any
+script, example tool, test or bench may import it first; each script checks its environment
+itself (``example_tools.venv.require_venv``). Ports come from the caikit config
+(runtime_config.yaml plus its environment overrides such as RUNTIME_GRPC_PORT), so a port is
+written down once, in runtime_config.yaml. Generated directories are relative paths: they name
+the directories under the current working directory of the moment they are used. Run the
+scripts from the directory where models/ and train_data/ should live (the repository root in
+the README).
 """
 
 # Standard
 from typing import Dict
-import os
 import pathlib
-
-# Local
-from example_tools.venv import require_venv
-
-# Every script imports this module first: outside .venv, say so in one line, not a traceback.
-require_venv()
-
-# Local
-from example_tools.workspace import manifest_path  # noqa: E402
-
-# Third Party
-import yaml  # noqa: E402
 
 REPO_DIR = pathlib.Path(__file__).resolve().parent
 RUNTIME_CONFIG = REPO_DIR / "runtime_config.yaml"
 
-WORK_DIR = pathlib.Path.cwd()
-MODELS_DIR = WORK_DIR / "models"
-TRAIN_DATA_DIR = WORK_DIR / "train_data"
-PROTOS_DIR = WORK_DIR / "protos"
-GENERATED_DIR = WORK_DIR / "generated"
+MODELS_DIR = pathlib.Path("models")
+TRAIN_DATA_DIR = pathlib.Path("train_data")
+PROTOS_DIR = pathlib.Path("protos")
+GENERATED_DIR = pathlib.Path("generated")
+
+# The layout example_tools.synthetic_data writes: a directory of images and a label file.
+IMAGES_DIR_NAME = "images"
+LABELS_FILE_NAME = "labels.txt"
+# The same set's labels as a COCO detection JSON, where the generator is asked for COCO.
+COCO_LABELS_FILE_NAME = "annotations.json"
 
 # A JPEG the client sends to predict: drawn like the training images but from a random stream
 # they never use, so the demo predicts on an image the model has not seen.
 QUERY_IMAGE = TRAIN_DATA_DIR / "query.jpg"
-# The layout example_tools.synthetic_data writes (tests/test_common.py checks it).
-TRAIN_IMAGES_DIR = TRAIN_DATA_DIR / "images"
-TRAIN_LABELS_FILE = TRAIN_DATA_DIR / "labels.txt"
+TRAIN_IMAGES_DIR = TRAIN_DATA_DIR / IMAGES_DIR_NAME
+TRAIN_LABELS_FILE = TRAIN_DATA_DIR / LABELS_FILE_NAME
 QUERY_LABEL = "cat"
 # The query image's expected objects, and a held-out set (generated from another seed than the
 # training set) the client scores both models on: COCO JSON, written by create_train_data.py.
 QUERY_ANNOTATIONS = TRAIN_DATA_DIR / "query.json"
-HELD_OUT_IMAGES_DIR = TRAIN_DATA_DIR / "held_out" / "images"
-HELD_OUT_ANNOTATIONS = TRAIN_DATA_DIR / "held_out" / "annotations.json"
-# The lists of what the scripts generated in models/ and train_data/ (hidden files beside them):
-# the only entries a script of the example ever deletes.
-MODELS_MANIFEST = manifest_path(MODELS_DIR)
-TRAIN_DATA_MANIFEST = manifest_path(TRAIN_DATA_DIR)
+HELD_OUT_IMAGES_DIR = TRAIN_DATA_DIR / "held_out" / IMAGES_DIR_NAME
+HELD_OUT_ANNOTATIONS = TRAIN_DATA_DIR / "held_out" / COCO_LABELS_FILE_NAME
 # Everything create_train_data.py writes into train_data/: all that a script of the example may
-# ever replace there (example_tools.workspace). Your own data set goes anywhere else in it,
-# e.g. train_data/my_data/ (docs/training.md).
+# ever replace there (example_tools.workspace, which also keeps the lists of what the scripts
+# generated, hidden files beside models/ and train_data/). Your own data set goes anywhere else
+# in it, e.g. train_data/my_data/ (docs/training.md).
 GENERATED_TRAIN_DATA = tuple(
     sorted(
         {
@@ -62,6 +54,9 @@ GENERATED_TRAIN_DATA = tuple(
         }
     )
 )
+
+# Side length, in pixels, of the generated training images.
+DEFAULT_IMAGE_SIZE = 64
 
 BASE_MODEL_ID = "my_model"
 TRAINED_MODEL_ID = "new_model"
@@ -88,8 +83,8 @@ STATUS_POLL_INTERVAL_S = 0.5
 # How long the client keeps retrying the first predict while the runtime loads the new model.
 SERVABLE_TIMEOUT_S = 60.0
 
-# Where the launcher listens and where the client connects: this machine only, by default.
-BIND_HOST = "127.0.0.1"
+# Where the launcher listens and where the client connects, by default: this machine only (the
+# loopback address). The tests and bench start their runtimes and send their requests here too.
 HOST = "127.0.0.1"
 
 
@@ -121,14 +116,15 @@ def configure_caikit() -> None:
 def runtime_ports() -> Dict[str, int]:
     """The gRPC, HTTP and metrics ports of runtime_config.yaml, after environment overrides.
 
-    Read without caikit, because the client must not import it (see vision_client). The
-    override rule is caikit's: a key's path in capitals, e.g. RUNTIME_GRPC_PORT.
+    Read by aconfig, the reader ``caikit.configure`` itself uses (a key's path in capitals
+    overrides it, e.g. RUNTIME_GRPC_PORT), without importing caikit: the client must not (see
+    vision_client).
     """
-    runtime = yaml.safe_load(RUNTIME_CONFIG.read_text())["runtime"]
-    return {
-        server: int(os.environ.get(f"RUNTIME_{server.upper()}_PORT", runtime[server]["port"]))
-        for server in ("grpc", "http", "metrics")
-    }
+    # First Party
+    import aconfig  # pylint: disable=import-outside-toplevel
+
+    runtime = aconfig.Config.from_yaml(str(RUNTIME_CONFIG), override_env_vars=True).runtime
+    return {server: int(runtime[server].port) for server in ("grpc", "http", "metrics")}
 
 
 def runtime_grpc_port() -> int:
@@ -137,7 +133,7 @@ def runtime_grpc_port() -> int:
 
 def for_runtime(path: pathlib.Path) -> str:
     """``path`` as the runtime should read it: relative to the shared working directory."""
-    return str(pathlib.Path(path).relative_to(WORK_DIR))
+    return str(pathlib.Path(path).absolute().relative_to(pathlib.Path.cwd()))
 
 
 # -- dump_protos.py -------------------------------------------------------------------------------

@@ -50,9 +50,9 @@ def why_not_start(argv: List[str]) -> Optional[str]:
             "the demo runs its own runtime on runtime_config.yaml's ports: instead of --host/"
             "--port, set RUNTIME_GRPC_PORT=<port> (and RUNTIME_HTTP_PORT, RUNTIME_METRICS_PORT)"
         )
-    busy = ports.busy_ports(common.BIND_HOST, common.runtime_ports())
+    busy = ports.busy_ports(common.HOST, common.runtime_ports())
     if busy:
-        return ports.busy_ports_message(common.BIND_HOST, busy)
+        return ports.busy_ports_message(common.HOST, busy)
     try:
         workspace.check_not_served(common.MODELS_DIR)
         check_purge()
@@ -86,7 +86,7 @@ def main() -> int:
     started = time.monotonic()
     print("Starting the runtime (launch_vision_runtime.py --purge_dirs)...", flush=True)
     try:
-        runtime = start_runtime(common.WORK_DIR, ["--purge_dirs"], ports=common.runtime_ports())
+        runtime = start_runtime(pathlib.Path.cwd(), ["--purge_dirs"], ports=common.runtime_ports())
     except RuntimeError as err:
         # The launcher's last line says why (e.g. which port is in use and how to pick another).
         print(f"The runtime did not start: {str(err).strip().splitlines()[-1]}", file=sys.stderr)
@@ -103,7 +103,6 @@ def main() -> int:
         workspace.record_generated(common.MODELS_DIR, [model_id])
         client = subprocess.run(
             [sys.executable, str(CLIENT), "--port", str(runtime.ports["grpc"]), *argv],
-            cwd=common.WORK_DIR,
             env=runtime.env,
         )
     except KeyboardInterrupt:

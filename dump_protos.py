@@ -13,8 +13,13 @@ import pathlib
 import sys
 
 # Local
-import common  # first: outside .venv it exits with one line that says what to do
-from example_tools import workspace
+from example_tools.venv import require_venv
+
+require_venv()  # first: outside .venv it exits with one line that says what to do
+
+# Local
+from example_tools import workspace  # noqa: E402
+import common  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

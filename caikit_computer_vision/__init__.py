@@ -1,26 +1,58 @@
 """caikit_computer_vision: a caikit library that serves a Hugging Face YOLOS object detector.
 
-Importing the package configures caikit with this library's defaults (``config/config.yml``)
-and registers the data model and modules, which is what ``runtime.library:
-caikit_computer_vision`` in a runtime config relies on.
+Importing the package does nothing else: the pure helpers (``label_format``, ``coco_format``,
+``images``, ``duplicates``, ``memory``, ...) import without caikit. The first access to
+``data_model``, ``modules`` or one of the names re-exported below (``BoundingBox``, ...,
+``TransformersObjectDetector``) configures caikit with this library's defaults
+(``config/config.yml``) and imports the data model and modules, which registers them with
+caikit. That is what ``runtime.library: caikit_computer_vision`` in a runtime config relies on:
+caikit imports the package and reads its ``data_model`` attribute (``caikit_workarounds``
+names the caikit function).
 """
 
 # Standard
-import os
+from typing import Any
+import importlib
+import pathlib
 
-# First Party
-import caikit
+# The names that need caikit: where each is defined, relative to this package.
+_CAIKIT_NAMES = {
+    "data_model": ".data_model",
+    "modules": ".modules",
+    "BoundingBox": ".data_model",
+    "DetectedObject": ".data_model",
+    "ObjectDetectionResult": ".data_model",
+    "ObjectDetectionTask": ".data_model",
+    "ObjectDetectionTrainSet": ".data_model",
+    "TransformersObjectDetector": ".modules.object_detection",
+}
 
-# Configure caikit before the data model and modules are imported: they read the config.
-caikit.configure(os.path.join(os.path.dirname(__file__), "config", "config.yml"))
+__all__ = sorted(_CAIKIT_NAMES)
 
-# Local
-from . import data_model, modules  # noqa: E402
-from .data_model import (  # noqa: E402
-    BoundingBox,
-    DetectedObject,
-    ObjectDetectionResult,
-    ObjectDetectionTask,
-    ObjectDetectionTrainSet,
-)
-from .modules.object_detection import TransformersObjectDetector  # noqa: E402
+
+def __getattr__(name: str) -> Any:
+    """Import the data model and modules the first time one of their names is read (PEP 562)."""
+    if name not in _CAIKIT_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _register_with_caikit()
+    if name in ("data_model", "modules"):
+        return globals()[name]
+    value = getattr(importlib.import_module(_CAIKIT_NAMES[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def _register_with_caikit() -> None:
+    """Configure caikit with the library's defaults, then import the data model and modules.
+
+    ``config/config.yml`` sets ``runtime.library`` alone, to this library, as a runtime config
+    that serves it does too.
+    """
+    if "modules" in globals():
+        return
+    # First Party
+    import caikit  # pylint: disable=import-outside-toplevel
+
+    caikit.configure(str(pathlib.Path(__file__).parent / "config" / "config.yml"))
+    globals()["data_model"] = importlib.import_module(".data_model", __name__)
+    globals()["modules"] = importlib.import_module(".modules", __name__)

@@ -1,7 +1,7 @@
-"""Library-wide defaults, kept in one place so the scripts, the tests and the module agree.
+"""The library's defaults: the values of its caikit config keys that a runtime config leaves out.
 
-The example's scripts read these through the top-level ``common.py``; nothing here knows about
-ports or directories of a particular runtime deployment.
+Nothing here knows the example's ports, directories or generated files (those are in the
+top-level ``common.py``).
 """
 
 # Standard
@@ -20,15 +20,6 @@ DEFAULT_SEED: int = 0
 
 # Default score threshold of ObjectDetectionTask predictions (same as the upstream module).
 DEFAULT_THRESHOLD: float = 0.5
-
-# Side length, in pixels, of the generated training images.
-DEFAULT_IMAGE_SIZE: int = 64
-
-# Name of the label file and of the image directory inside a generated training data dir.
-LABELS_FILE_NAME: str = "labels.txt"
-# The same set's labels as a COCO detection JSON, where the generator is asked for COCO.
-COCO_LABELS_FILE_NAME: str = "annotations.json"
-IMAGES_DIR_NAME: str = "images"
 
 # Largest image, in pixels (width x height), that run() and training accept: the default of
 # caikit_computer_vision.max_image_pixels. It is checked from the file's headers, so a

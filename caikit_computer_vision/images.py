@@ -24,6 +24,11 @@ or a BMP compressed with RLE (decoded in Python, a step a run). After decoding, 
 images are scaled to 8 bits a tile at a time, and ``fit_for_processor`` shrinks an
 over-elongated image before it converts it to RGB, so that no full-size copy is made that the
 model does not need.
+
+Every refusal is a ``ValueError`` raised here (INVALID_ARGUMENT in the runtime), not caikit's
+``error.value_check``: its ``enable_error_checks: false`` turns those off, and these checks are
+what keeps a small file from taking the server's memory. So the module needs caikit only for
+``ImageLimits.from_config``; ``load_image(data, limits)`` works without it.
 """
 
 # Standard
@@ -40,11 +45,6 @@ import struct
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 import numpy as np
 
-# First Party
-from caikit.config import get_config
-from caikit.core.exceptions import error_handler
-import alog
-
 # Local
 from .defaults import (
     DEFAULT_IMAGE_FORMATS,
@@ -53,9 +53,6 @@ from .defaults import (
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SCANS,
 )
-
-log = alog.use_channel("CCVIMAGE")
-error = error_handler.get(log)
 
 ImageSource = Union[Image.Image, pathlib.Path, str, np.ndarray, bytes]
 
@@ -69,6 +66,14 @@ _MAX_CHUNKS_KEY = "max_image_chunks"
 # Pillow opens MPO (multi-picture JPEG) through its JPEG opener and APNG as PNG: both are
 # covered by their family's name.
 CHECKED_FORMATS: Tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "ICO")
+
+
+def get_config():
+    """caikit's config, imported here: the rest of this module works without caikit."""
+    # First Party
+    from caikit.config import get_config as caikit_config  # pylint: disable=import-outside-toplevel
+
+    return caikit_config()
 
 
 @dataclass(frozen=True)
@@ -87,17 +92,15 @@ class ImageLimits:
         formats = section.get(_FORMATS_KEY, DEFAULT_IMAGE_FORMATS)
         if isinstance(formats, str):  # an environment override: "JPEG,PNG"
             formats = [name.strip() for name in formats.split(",") if name.strip()]
-        error.value_check(
-            "<CCV20957714E>",
+        if not (
             isinstance(formats, Sequence)
             and len(formats) > 0
-            and all(isinstance(name, str) and name.upper() in CHECKED_FORMATS for name in formats),
-            "{}.{} must be a non-empty list of image formats among {}, not {!r}",
-            LIBRARY_CONFIG_KEY,
-            _FORMATS_KEY,
-            ", ".join(CHECKED_FORMATS),
-            formats,
-        )
+            and all(isinstance(name, str) and name.upper() in CHECKED_FORMATS for name in formats)
+        ):
+            raise ValueError(
+                f"{LIBRARY_CONFIG_KEY}.{_FORMATS_KEY} must be a non-empty list of image formats "
+                f"among {', '.join(CHECKED_FORMATS)}, not {formats!r}"
+            )
         counts = {}
         for key, default in (
             (_MAX_PIXELS_KEY, MAX_IMAGE_PIXELS),
@@ -105,14 +108,10 @@ class ImageLimits:
             (_MAX_CHUNKS_KEY, MAX_IMAGE_CHUNKS),
         ):
             value = section.get(key, default)
-            error.value_check(
-                "<CCV20957715E>",
-                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                "{}.{} must be a whole number >= 1, not {!r}",
-                LIBRARY_CONFIG_KEY,
-                key,
-                value,
-            )
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ValueError(
+                    f"{LIBRARY_CONFIG_KEY}.{key} must be a whole number >= 1, not {value!r}"
+                )
             counts[key] = value
         return cls(
             tuple(dict.fromkeys(name.upper() for name in formats)),
@@ -149,20 +148,21 @@ def load_image(source: ImageSource, limits: Optional[ImageLimits] = None) -> Ima
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, np.ndarray):
-        error.value_check(
-            "<CCV61018264E>",
-            source.dtype == np.uint8 and source.ndim in (2, 3) and source.size > 0,
-            "a numpy image must be a non-empty uint8 array of shape HxW or HxWxC, got {} {}",
-            source.dtype,
-            source.shape,
-        )
+        if not (source.dtype == np.uint8 and source.ndim in (2, 3) and source.size > 0):
+            raise ValueError(
+                "a numpy image must be a non-empty uint8 array of shape HxW or HxWxC, got "
+                f"{source.dtype} {source.shape}"
+            )
         return Image.fromarray(source)
     if isinstance(source, (str, pathlib.Path)):
         # Only reachable in-process: the task's wire type is bytes, so a client cannot send a path.
         path = pathlib.Path(source)
-        error.value_check("<CCV47312008E>", path.is_file(), "no image file at {}", path)
+        if not path.is_file():
+            raise ValueError(f"no image file at {path}")
         return load_image(path.read_bytes(), limits)
-    error.type_check("<CCV93051127E>", bytes, inputs=source)
+    if not isinstance(source, bytes):
+        # TypeError, like a wrong type anywhere in caikit: INVALID_ARGUMENT in the runtime.
+        raise TypeError(f"inputs must be image bytes, not {type(source).__name__}")
     limits = limits or ImageLimits.from_config()
     image = open_image(source, limits)
     with _pillow_errors_as_value_errors(source, limits):
@@ -178,11 +178,10 @@ def open_image(data: bytes, limits: ImageLimits) -> Image.Image:
     ``limits.max_scans`` / ``limits.max_chunks`` or a slow codec; nothing has been decoded then.
     """
     if not data:
-        _refuse("<CCV20957713E>", f"inputs is empty: {limits.what_to_send}")
+        raise ValueError(f"inputs is empty: {limits.what_to_send}")
     candidates = _formats_claiming(data)
     if candidates and not any(name in limits.formats for name in candidates):
-        _refuse(
-            "<CCV20957716E>",
+        raise ValueError(
             f"inputs is an image in {candidates[0]} format, which this runtime does not "
             f"accept: {limits.what_to_send}",
         )
@@ -202,25 +201,14 @@ def _check_pixels(
     width: int, height: int, limits: ImageLimits, what: str = "the image is"
 ) -> None:
     if width * height > limits.max_pixels:
-        _refuse(
-            "<CCV33018452E>",
+        raise ValueError(
             f"{what} {width}x{height} = {width * height} pixels, over the limit of "
             f"{limits.max_pixels}: send a smaller image",
         )
     if width < 1 or height < 1:
-        _refuse(
-            "<CCV33018454E>",
+        raise ValueError(
             f"{what} {width}x{height} pixels: send an image with at least one pixel",
         )
-
-
-def _refuse(log_code: str, message: str) -> None:
-    """Raise ``ValueError(message)`` (INVALID_ARGUMENT in the runtime).
-
-    Not ``error.value_check``: caikit's ``enable_error_checks: false`` turns those off, and these
-    checks are what keeps a small file from taking the server's memory.
-    """
-    error(log_code, ValueError(message))
 
 
 def _formats_claiming(data: bytes) -> Tuple[str, ...]:
@@ -254,8 +242,7 @@ def _icon_frames(data: bytes) -> Iterator[Tuple[int, int, int]]:
         entry_at = _ICON_DIRECTORY.size + index * _ICON_ENTRY.size
         entry = data[entry_at : entry_at + _ICON_ENTRY.size]
         if len(entry) < _ICON_ENTRY.size:
-            _refuse(
-                "<CCV20957717E>",
+            raise ValueError(
                 f"inputs is a truncated ICO file (frame {index + 1} of {count} is missing): "
                 "send a whole image",
             )
@@ -275,8 +262,7 @@ def _icon_frames(data: bytes) -> Iterator[Tuple[int, int, int]]:
         else:
             size = None
         if size is None:
-            _refuse(
-                "<CCV20957718E>",
+            raise ValueError(
                 f"inputs is an ICO file whose frame {index + 1} has no readable PNG or BMP "
                 "header: send a whole image",
             )
@@ -292,8 +278,7 @@ def _icon_frames(data: bytes) -> Iterator[Tuple[int, int, int]]:
 
 def _refuse_structure(what: str, units: str, limit: int, key: str, instead: str) -> None:
     """"inputs is ``what`` more than ``limit`` ``units``, the limit (``key``): ``instead``"."""
-    _refuse(
-        "<CCV33018455E>",
+    raise ValueError(
         f"inputs is {what} more than {limit} {units}, the limit ({LIBRARY_CONFIG_KEY}.{key}): "
         f"{instead}",
     )
@@ -456,8 +441,7 @@ def _check_bmp_codec(header: bytes, what: str = "a BMP") -> None:
     if len(header) >= 20 and struct.unpack_from("<I", header)[0] > 12:  # not OS/2 1.x
         compression = struct.unpack_from("<I", header, 16)[0]
         if compression in _BMP_RLE:
-            _refuse(
-                "<CCV33018456E>",
+            raise ValueError(
                 f"inputs is {what} compressed with {_BMP_RLE[compression]}, which is decoded a run "
                 "at a time in Python and too slow to serve: send it as PNG or as an "
                 "uncompressed BMP",
@@ -500,21 +484,17 @@ def _pillow_errors_as_value_errors(source: bytes, limits: ImageLimits) -> Iterat
         yield
     except Image.DecompressionBombError as err:
         # Pillow's own limit (about 179 MP) fires in open(), before ours can.
-        error(
-            "<CCV58110274E>",
-            ValueError(f"{err}; the limit is {limits.max_pixels} pixels: send a smaller image"),
-        )
+        raise ValueError(
+            f"{err}; the limit is {limits.max_pixels} pixels: send a smaller image"
+        ) from err
     except (OSError, SyntaxError, EOFError, ValueError, struct.error) as err:
         # UnidentifiedImageError and "image file is truncated" are OSErrors; a corrupt chunk
         # can be a ValueError ("Truncated IHDR chunk"), which alone would not say what to send.
         reason = "unknown format" if isinstance(err, UnidentifiedImageError) else str(err)
-        error(
-            "<CCV71302566E>",
-            ValueError(
-                f"inputs ({len(source)} bytes) is not a complete image ({reason}): "
-                f"{limits.what_to_send}"
-            ),
-        )
+        raise ValueError(
+            f"inputs ({len(source)} bytes) is not a complete image ({reason}): "
+            f"{limits.what_to_send}"
+        ) from err
 
 
 # Pillow modes of more than 8 bits a sample: integers of 16 or 32 bits, and 32-bit floats.
@@ -587,19 +567,12 @@ def pad_to_aspect_ratio(
     new_height = max(height, int(np.ceil(width / max_aspect_ratio)))
     # The padding grows with the square of the long side: a 78 kB PNG of 1x40000000 pixels
     # would need a 10000000x40000000 canvas (MemoryError, i.e. INTERNAL, or the server killed).
-    error.value_check(
-        "<CCV33018453E>",
-        new_width * new_height <= max_pixels,
-        "the image is {}x{}, too elongated: the model needs it padded to {}x{} = {} pixels, "
-        "over the limit of {}: crop it closer to 1:{:g} or send it smaller",
-        width,
-        height,
-        new_width,
-        new_height,
-        new_width * new_height,
-        max_pixels,
-        max_aspect_ratio,
-    )
+    if new_width * new_height > max_pixels:
+        raise ValueError(
+            f"the image is {width}x{height}, too elongated: the model needs it padded to "
+            f"{new_width}x{new_height} = {new_width * new_height} pixels, over the limit of "
+            f"{max_pixels}: crop it closer to 1:{max_aspect_ratio:g} or send it smaller"
+        )
     canvas = Image.new("RGB", (new_width, new_height))
     canvas.paste(image, (0, 0))
     return canvas

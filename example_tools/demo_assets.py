@@ -20,7 +20,8 @@ import alog
 
 # Local
 from caikit_computer_vision.coco_format import write_coco_file
-from caikit_computer_vision.defaults import DEFAULT_LABELS, DEFAULT_SEED, IMAGES_DIR_NAME, LABELS_FILE_NAME
+from caikit_computer_vision.defaults import DEFAULT_LABELS, DEFAULT_SEED
+from common import IMAGES_DIR_NAME, LABELS_FILE_NAME
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from example_tools import workspace
 from example_tools.synthetic_data import generate_train_data, render_example
@@ -123,11 +124,12 @@ def missing_demo_assets(
 ) -> List[str]:
     """Describe each thing the demo expects on disk that is not there (empty list: all good)."""
     missing = []
-    if not (pathlib.Path(models_dir) / base_model_id / "config.yml").is_file():
-        missing.append(f"the base model {pathlib.Path(models_dir) / base_model_id}")
+    models_dir, train_dir = pathlib.Path(models_dir).absolute(), pathlib.Path(train_dir).absolute()
+    if not (models_dir / base_model_id / "config.yml").is_file():
+        missing.append(f"the base model {models_dir / base_model_id}")
     for role, path in train_data_paths(train_dir).items():
         if not path.exists():
             missing.append(f"the training data's {role.split('_')[0]} {path}")
     if not any(pathlib.Path(protos_dir).glob("*.proto")):
-        missing.append(f"the dumped .proto files in {protos_dir}")
+        missing.append(f"the dumped .proto files in {pathlib.Path(protos_dir).absolute()}")
     return missing

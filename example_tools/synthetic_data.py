@@ -27,24 +27,16 @@ from PIL import Image, ImageDraw
 import numpy as np
 
 # First Party
-from caikit.core.exceptions import error_handler
 import alog
 
 # Local
-from caikit_computer_vision.defaults import (
-    DEFAULT_IMAGE_SIZE,
-    DEFAULT_LABELS,
-    COCO_LABELS_FILE_NAME,
-    DEFAULT_SEED,
-    IMAGES_DIR_NAME,
-    LABELS_FILE_NAME,
-)
 from caikit_computer_vision.coco_format import write_coco_file
+from caikit_computer_vision.defaults import DEFAULT_LABELS, DEFAULT_SEED
 from caikit_computer_vision.label_format import LabelledBox, label_problem, write_labels_file
+from common import COCO_LABELS_FILE_NAME, DEFAULT_IMAGE_SIZE, IMAGES_DIR_NAME, LABELS_FILE_NAME
 from example_tools.evaluation import box_iou
 
 log = alog.use_channel("CCVDATA")
-error = error_handler.get(log)
 
 # The label file each format is written to (inside the output directory).
 LABEL_FORMATS = {"tab": LABELS_FILE_NAME, "coco": COCO_LABELS_FILE_NAME}
@@ -110,8 +102,9 @@ def generate_train_data(
     """
     _check_arguments(num_images, image_size, labels, seed, max_objects_per_image)
     if label_format not in LABEL_FORMATS:
-        error("<CCV28619373E>", ValueError(
-            f"label_format must be one of {sorted(LABEL_FORMATS)}, got {label_format!r}"))
+        raise ValueError(
+            f"label_format must be one of {sorted(LABEL_FORMATS)}, got {label_format!r}"
+        )
     images_dir = pathlib.Path(output_dir) / IMAGES_DIR_NAME
     images_dir.mkdir(parents=True, exist_ok=True)
     name_digits = max(5, len(str(num_images - 1)))
@@ -152,7 +145,7 @@ def render_example(
     """
     _check_arguments(1, image_size, labels, seed, 1)
     if label not in labels:
-        error("<CCV69512244E>", ValueError(f"label {label!r} is not one of {list(labels)}"))
+        raise ValueError(f"label {label!r} is not one of {list(labels)}")
     label_index = list(labels).index(label)
     rng = np.random.default_rng([seed, _EXAMPLE_STREAM, label_index])
     jpeg, placed = _render_jpeg(rng, image_size, [label_index])
@@ -190,7 +183,7 @@ def _check_arguments(
             )
         problems.extend(filter(None, (label_problem(label) for label in labels)))
     if problems:
-        error("<CCV28619372E>", ValueError("; ".join(problems)))
+        raise ValueError("; ".join(problems))
 
 
 def _labelled_box(image: str, label: str, box: _PixelBox) -> LabelledBox:

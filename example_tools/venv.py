@@ -24,8 +24,11 @@ import sys
 REPO_DIR = pathlib.Path(__file__).resolve().parents[1]
 VENV_DIR = REPO_DIR / ".venv"
 VENV_PYTHON = VENV_DIR / "bin" / "python"
-# Packages every script needs; missing ones mean "not running inside the venv".
+# Packages the runtime's scripts need; missing ones mean "not running inside the venv".
 REQUIRED_MODULES = ("caikit", "grpc", "torch", "yaml")
+# What the client (run_train_and_inference.py, vision_client) needs: gRPC and protobuf with the
+# proto compiler, Pillow, pycocotools, and caikit's config reader. Never caikit or torch.
+CLIENT_MODULES = ("grpc", "grpc_tools", "google.protobuf", "PIL", "pycocotools", "aconfig")
 # Set to 1, the scripts run in the interpreter that started them, as it is: no install, no
 # switch to .venv. For an environment set up by other means (the tests, a container image).
 USE_CURRENT_PYTHON = "CCV_USE_CURRENT_PYTHON"
@@ -92,11 +95,21 @@ def _digest(requirements: pathlib.Path) -> str:
     return hashlib.sha256(requirements.read_bytes()).hexdigest()
 
 
-def require_venv() -> None:
-    """Exit with one line that says what to do when the example's packages are missing."""
-    missing = [name for name in REQUIRED_MODULES if importlib.util.find_spec(name) is None]
+def require_venv(modules: Sequence[str] = REQUIRED_MODULES) -> None:
+    """Exit with one line that says what to do when one of ``modules`` is not installed.
+
+    Each script calls it first, before it imports anything outside the standard library.
+    """
+    missing = [name for name in modules if _find_spec(name) is None]
     if missing:
         sys.exit(
             f"{', '.join(missing)} not installed for {sys.executable}: run `python3 demo.py` once "
             f"(it creates .venv), then `. .venv/bin/activate` or use .venv/bin/python"
         )
+
+
+def _find_spec(name: str):
+    try:
+        return importlib.util.find_spec(name)
+    except ModuleNotFoundError:  # the parent package of a dotted name is missing
+        return None

@@ -57,7 +57,7 @@ def forget_generated(directory: pathlib.Path, names: Iterable[str]) -> None:
 
 def check_replaceable(directory: pathlib.Path, names: Iterable[str], script: str) -> None:
     """Raise NotGenerated when one of ``names`` exists in ``directory`` but is not generated."""
-    directory = pathlib.Path(directory)
+    directory = pathlib.Path(directory).absolute()
     ours = generated_names(directory)
     foreign = [name for name in names if name not in ours and _exists(directory / name)]
     if foreign:
@@ -110,7 +110,7 @@ def publish_generated(directory: pathlib.Path, staging: pathlib.Path) -> List[pa
 
 def check_dump_target(directory: pathlib.Path) -> None:
     """Raise NotGenerated when ``directory`` holds something a proto dump would not write."""
-    directory = pathlib.Path(directory)
+    directory = pathlib.Path(directory).absolute()
     if not directory.exists():
         return
     if not directory.is_dir():
@@ -132,7 +132,7 @@ def hold_models_dir(models_dir: pathlib.Path, alone: bool):
     written. ``downgrade`` turns a lock held alone into a shared one. Raises ModelsDirBusy with
     the one line to show when the lock cannot be had at once.
     """
-    models_dir = pathlib.Path(models_dir)
+    models_dir = pathlib.Path(models_dir).absolute()
     lock_path = _beside(models_dir, LOCK_SUFFIX)
     try:
         lock_file = open(lock_path, "a+")  # pylint: disable=consider-using-with

@@ -12,15 +12,11 @@ import numpy as np
 import pytest
 
 # Local
-from caikit_computer_vision.defaults import (
-    DEFAULT_IMAGE_SIZE,
-    DEFAULT_LABELS,
-    IMAGES_DIR_NAME,
-    LABELS_FILE_NAME,
-)
-from example_tools.evaluation import box_iou
-from caikit_computer_vision.label_format import LabelledBox, read_labels_file
+from caikit_computer_vision.defaults import DEFAULT_LABELS
+from caikit_computer_vision.label_format import LabelledBox, read_numbered_labels
 from caikit_computer_vision.labelled_images import LabelledImage, load_labelled_images
+from common import DEFAULT_IMAGE_SIZE, IMAGES_DIR_NAME, LABELS_FILE_NAME
+from example_tools.evaluation import box_iou
 from example_tools.synthetic_data import (
     EXAMPLE_IMAGE_NAME,
     MAX_LABELS,
@@ -78,7 +74,7 @@ def test_generate_writes_images_and_label_file_where_the_defaults_say(tmp_path):
 
 def test_generated_label_file_reads_back_as_the_validated_set(tmp_path):
     labels_path = generate_train_data(str(tmp_path), 20, image_size=48, labels=FOUR_LABELS)
-    written = read_labels_file(str(labels_path))
+    written = [box for _, box in read_numbered_labels(str(labels_path))]
     images = load_labelled_images(str(tmp_path / IMAGES_DIR_NAME), str(labels_path))
     assert [box for image in images for box in image.boxes] == written
     assert all((image.width, image.height) == (48, 48) for image in images)
