@@ -18,13 +18,20 @@ import sys
 import time
 
 # Local
-import common  # first: outside .venv it exits with one line that says what to do
+from example_tools.venv import CLIENT_MODULES, require_venv
+
+# First: outside .venv it exits with one line that says what to do. The client needs neither
+# caikit nor torch (vision_client), so it checks only for its own packages.
+require_venv(CLIENT_MODULES)
 
 # Third Party
 import grpc  # noqa: E402
 
 # Local
-from example_tools.coco_evaluation import coco_scores, read_coco_ground_truth  # noqa: E402
+import common  # noqa: E402
+
+# Local
+from example_tools.evaluation import coco_scores, read_coco_ground_truth  # noqa: E402
 from vision_client import annotate, calls, inputs, stubs  # noqa: E402
 
 # Exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.

@@ -201,24 +201,6 @@ def too_many_boxes_problem(image: str, max_boxes_per_image: int) -> str:
     )
 
 
-def read_labels_file(path: str) -> List[LabelledBox]:
-    """Read and validate a whole label file; return its boxes in file order.
-
-    Raises:
-        LabelFileError: the first bad line, or the file holds no boxes.
-        OSError: the file cannot be opened.
-    """
-    return [box for _, box in read_numbered_labels(path)]
-
-
-def group_by_image(boxes: Iterable[LabelledBox]) -> Dict[str, List[LabelledBox]]:
-    """Group boxes by image name, images in the order they are first named."""
-    grouped: Dict[str, List[LabelledBox]] = {}
-    for box in boxes:
-        grouped.setdefault(box.image, []).append(box)
-    return grouped
-
-
 def _format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 

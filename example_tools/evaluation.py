@@ -1,59 +1,51 @@
-"""Mean average precision at an IoU threshold (mAP@0.5 by default), and a detector's score.
+"""How good a detector is: COCO's mAP, computed by pycocotools, and how often it repeats a box.
 
-The usual VOC / COCO-style definition, written out plainly so a reader can check it by hand:
+Imports neither caikit nor torch (the library's readers it uses are pure), so the demo client,
+which must not import caikit (see ``vision_client``), scores models with it too.
 
-* per class, predictions are taken by decreasing score (ties keep their input order);
-* each is matched to the unmatched ground-truth box of its class and image with the highest IoU;
-  it is a true positive when that IoU is >= the threshold, otherwise a false positive (so a second
-  detection of an already found object is a false positive);
-* AP is the area under the precision/recall curve after replacing each precision by the best
-  precision at any higher recall (all-point interpolation, the monotone envelope).
-
-Choices where definitions differ: a class with ground truth but no predictions has AP 0. The mean
-is over the classes that have ground truth: a prediction of a class the ground truth never has is a
-false positive of that class, but that class has no AP (its recall is undefined), so it is not in
-the mean; ``MapReport.labels_not_in_ground_truth`` lists such classes so they are not invisible.
-Predictions for an image without ground truth are false positives too.
+Boxes are duck-typed: anything with ``label``, ``xmin``, ``xmax``, ``ymin``, ``ymax`` in pixels
+(and ``score`` for predictions), such as the library's ``LabelledBox`` or ``ScoredBox`` below.
 """
 
 # Standard
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+import contextlib
+import io
+
+# Third Party
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 # Local
+from caikit_computer_vision.coco_format import read_coco_boxes
 from caikit_computer_vision.label_format import LabelledBox
-# One prediction's shape, defined where the client (which must not import caikit) can use it.
-from example_tools.coco_evaluation import ScoredBox
 
+# The IoU from which a prediction counts as finding an object (COCO's AP50, the demo's figure).
 DEFAULT_IOU_THRESHOLD: float = 0.5
 
 
-class BoxLike(Protocol):
-    """Anything with pixel box edges: LabelledBox, ScoredBox, the data model's BoundingBox."""
+@dataclass(frozen=True)
+class ScoredBox:
+    """One prediction: a label with the detector's score and a box in pixels."""
 
-    @property
-    def xmin(self) -> float: ...
-
-    @property
-    def xmax(self) -> float: ...
-
-    @property
-    def ymin(self) -> float: ...
-
-    @property
-    def ymax(self) -> float: ...
+    label: str
+    score: float
+    xmin: float
+    xmax: float
+    ymin: float
+    ymax: float
 
 
 @dataclass(frozen=True)
-class MapReport:
-    """AP of each class that has ground truth, their mean, and predicted classes without any."""
+class CocoScores:
+    """COCO's headline figures: mAP over IoU 0.50:0.05:0.95, and at IoU 0.5 alone."""
 
-    per_class: Dict[str, float]
-    mean: float
-    labels_not_in_ground_truth: Tuple[str, ...] = ()
+    map_50_95: float
+    map_50: float
 
 
-def box_iou(first: BoxLike, second: BoxLike) -> float:
+def box_iou(first: Any, second: Any) -> float:
     """Intersection over union of two boxes; 0 when they do not overlap or have no area."""
     width = min(first.xmax, second.xmax) - max(first.xmin, second.xmin)
     height = min(first.ymax, second.ymax) - max(first.ymin, second.ymin)
@@ -64,86 +56,82 @@ def box_iou(first: BoxLike, second: BoxLike) -> float:
     return intersection / union if union > 0 else 0.0
 
 
-def average_precision(
-    ground_truth: Mapping[str, Sequence[LabelledBox]],
-    predictions: Mapping[str, Sequence[ScoredBox]],
-    label: str,
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-) -> float:
-    """AP of one class; both mappings go from image name to that image's boxes (all classes).
+def read_coco_ground_truth(path: str) -> Dict[str, List[LabelledBox]]:
+    """Boxes of a COCO detection file by image file name, read and checked as training reads
+    them (``coco_format.read_coco_boxes``: crowd and empty boxes left out); an image without a
+    box is not listed."""
+    boxes: Dict[str, List[LabelledBox]] = {}
+    for _, box, _ in read_coco_boxes(path):
+        boxes.setdefault(box.image, []).append(box)
+    return boxes
+
+
+def coco_scores(
+    ground_truth: Mapping[str, Sequence[Any]], predictions: Mapping[str, Sequence[Any]]
+) -> CocoScores:
+    """Score ``predictions`` against ``ground_truth`` (both: image name -> boxes) with COCOeval.
+
+    Predictions of a label the ground truth never has, or of an image it does not list, count
+    for nothing. At most 100 predictions per image count (COCO's maxDets): keep the
+    best-scoring ones.
 
     Raises:
-        ValueError: ``label`` has no ground-truth box, so its recall (and AP) is undefined.
+        ValueError: the ground truth holds no box.
     """
-    truths = {
-        image: [box for box in boxes if box.label == label] for image, boxes in ground_truth.items()
-    }
-    truth_count = sum(len(boxes) for boxes in truths.values())
-    if truth_count == 0:
-        raise ValueError(f"label {label!r} has no ground-truth box, so its AP is undefined")
-    ranked = sorted(
-        (
-            (prediction, image)
-            for image, image_predictions in predictions.items()
-            for prediction in image_predictions
-            if prediction.label == label
-        ),
-        key=lambda pair: -pair[0].score,
-    )
-    matched = {image: [False] * len(boxes) for image, boxes in truths.items()}
-    true_positives = 0
-    recalls: List[float] = []
-    precisions: List[float] = []
-    for rank, (prediction, image) in enumerate(ranked, start=1):
-        match = _best_unmatched(prediction, truths.get(image, []), matched.get(image, []))
-        if match is not None and match[1] >= iou_threshold:
-            matched[image][match[0]] = True
-            true_positives += 1
-        recalls.append(true_positives / truth_count)
-        precisions.append(true_positives / rank)
-    for index in range(len(precisions) - 2, -1, -1):
-        precisions[index] = max(precisions[index], precisions[index + 1])
-    area = 0.0
-    previous_recall = 0.0
-    for recall, precision in zip(recalls, precisions):
-        area += (recall - previous_recall) * precision
-        previous_recall = recall
-    return area
-
-
-def mean_average_precision(
-    ground_truth: Mapping[str, Sequence[LabelledBox]],
-    predictions: Mapping[str, Sequence[ScoredBox]],
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-) -> MapReport:
-    """AP of every class in ``ground_truth`` and their mean; mappings go from image name to boxes.
-
-    Raises:
-        ValueError: ``ground_truth`` holds no box, so there is nothing to measure.
-    """
-    truth_labels = sorted({box.label for boxes in ground_truth.values() for box in boxes})
-    if not truth_labels:
+    labels = sorted({box.label for boxes in ground_truth.values() for box in boxes})
+    if not labels:
         raise ValueError("the ground truth holds no box, so mAP is undefined")
-    per_class = {
-        label: average_precision(ground_truth, predictions, label, iou_threshold)
-        for label in truth_labels
+    category_ids = {label: index for index, label in enumerate(labels, start=1)}
+    image_ids = {name: index for index, name in enumerate(ground_truth, start=1)}
+    annotations = [
+        {
+            "id": number,
+            "image_id": image_ids[name],
+            "category_id": category_ids[box.label],
+            "bbox": _xywh(box),
+            "area": _area(box),
+            "iscrowd": 0,
+        }
+        for number, (name, box) in enumerate(
+            ((name, box) for name, boxes in ground_truth.items() for box in boxes), start=1
+        )
+    ]
+    detections = [
+        {
+            "image_id": image_ids[name],
+            "category_id": category_ids[box.label],
+            "bbox": _xywh(box),
+            "score": float(box.score),
+        }
+        for name, boxes in predictions.items()
+        if name in image_ids
+        for box in boxes
+        if box.label in category_ids
+    ]
+    truth = COCO()
+    truth.dataset = {
+        "images": [{"id": index} for index in image_ids.values()],
+        "annotations": annotations,
+        "categories": [{"id": index, "name": label} for label, index in category_ids.items()],
     }
-    predicted_labels = {box.label for boxes in predictions.values() for box in boxes}
-    return MapReport(
-        per_class=per_class,
-        mean=sum(per_class.values()) / len(per_class),
-        labels_not_in_ground_truth=tuple(sorted(predicted_labels - set(truth_labels))),
-    )
+    # pycocotools reports its progress with print(); the caller prints what matters.
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth.createIndex()
+        if not detections:
+            return CocoScores(0.0, 0.0)
+        evaluation = COCOeval(truth, truth.loadRes(detections), iouType="bbox")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    # stats[0]: AP @[.50:.95], all areas, 100 dets; stats[1]: AP @.50. -1 means "no data".
+    return CocoScores(max(float(evaluation.stats[0]), 0.0), max(float(evaluation.stats[1]), 0.0))
 
 
-def evaluate_detector(
-    module: Any,
-    img_dir_path: str,
-    labels_file: str,
-    threshold: float = 0.0,
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-) -> MapReport:
-    """Run ``module`` on every image of a labelled set and return its mAP against the labels.
+def collect_predictions(
+    module: Any, img_dir_path: str, labels_file: str, threshold: float = 0.0
+) -> Tuple[Dict[str, Sequence[LabelledBox]], Dict[str, Sequence[ScoredBox]]]:
+    """Run ``module`` on every image of a labelled set; return (ground truth, predictions),
+    both mappings from image name to boxes, ready for ``coco_scores`` or ``duplicate_rate``.
 
     ``module.run(image_bytes, threshold=threshold)`` must return an object with
     ``detected_objects``, each with ``label``, ``score`` and ``box.xmin/xmax/ymin/ymax`` (the
@@ -153,22 +141,6 @@ def evaluate_detector(
     Raises:
         ValueError: the set is invalid (see ``load_labelled_images``).
     """
-    ground_truth, predictions = collect_predictions(module, img_dir_path, labels_file, threshold)
-    return mean_average_precision(ground_truth, predictions, iou_threshold)
-
-
-def collect_predictions(
-    module: Any, img_dir_path: str, labels_file: str, threshold: float = 0.0
-) -> Tuple[Dict[str, Sequence[LabelledBox]], Dict[str, Sequence[ScoredBox]]]:
-    """Run ``module`` on every image of a labelled set; return (ground truth, predictions),
-    both mappings from image name to boxes, ready for ``mean_average_precision``,
-    ``coco_evaluation.coco_scores`` or ``duplicate_rate``.
-
-    Raises:
-        ValueError: the set is invalid (see ``load_labelled_images``).
-    """
-    # The library reads the set; imported here so that the mAP functions above stay usable
-    # where caikit must not be imported (the demo client).
     # Local
     from caikit_computer_vision.labelled_images import load_labelled_images
 
@@ -193,7 +165,7 @@ def collect_predictions(
 
 
 def duplicate_rate(
-    ground_truth: Mapping[str, Sequence[LabelledBox]],
+    ground_truth: Mapping[str, Sequence[Any]],
     predictions: Mapping[str, Sequence[ScoredBox]],
     threshold: float,
     iou_threshold: float = DEFAULT_IOU_THRESHOLD,
@@ -223,19 +195,9 @@ def duplicate_rate(
     return extra / len(objects)
 
 
-def _best_unmatched(
-    prediction: ScoredBox, truths: Sequence[LabelledBox], matched: Sequence[bool]
-) -> Optional[Tuple[int, float]]:
-    """Index and IoU of the unmatched truth that ``prediction`` overlaps most, if any is left."""
-    best: Optional[Tuple[int, float]] = None
-    for index, truth in enumerate(truths):
-        if matched[index]:
-            continue
-        iou = box_iou(prediction, truth)
-        if best is None or iou > best[1]:
-            best = (index, iou)
-    return best
-
-
-def _area(box: BoxLike) -> float:
+def _area(box: Any) -> float:
     return max(box.xmax - box.xmin, 0.0) * max(box.ymax - box.ymin, 0.0)
+
+
+def _xywh(box: Any) -> List[float]:
+    return [float(box.xmin), float(box.ymin), float(box.xmax - box.xmin), float(box.ymax - box.ymin)]

@@ -18,9 +18,7 @@ from caikit_computer_vision.label_format import (
     LabelFileError,
     LabelledBox,
     format_label_line,
-    group_by_image,
     parse_label_line,
-    read_labels_file,
     read_numbered_labels,
     write_labels_file,
 )
@@ -69,7 +67,7 @@ def test_write_then_read_gives_the_same_boxes(tmp_path):
     ]
     path = tmp_path / "labels.txt"
     write_labels_file(str(path), boxes)
-    assert read_labels_file(str(path)) == boxes
+    assert [box for _, box in read_numbered_labels(str(path))] == boxes
 
 
 def test_write_labels_file_replaces_the_old_file_and_leaves_no_temp_file(tmp_path):
@@ -107,7 +105,7 @@ def test_read_skips_blank_lines_and_keeps_line_numbers(tmp_path):
     path = write_text(tmp_path / "labels.txt", f"\n{VALID_LINE}\n   \n\nb.jpg\tdog\t(0, 1, 0, 1)\n")
     numbered = read_numbered_labels(path)
     assert [line_number for line_number, _ in numbered] == [2, 5]
-    assert [box.image for box in read_labels_file(path)] == ["a.jpg", "b.jpg"]
+    assert [box.image for _, box in numbered] == ["a.jpg", "b.jpg"]
 
 
 @pytest.mark.parametrize(
@@ -139,10 +137,10 @@ def test_read_skips_blank_lines_and_keeps_line_numbers(tmp_path):
         ("..\tcat\t(1, 2, 3, 4)", "must not contain '..'"),
     ],
 )
-def test_read_labels_file_rejects_bad_line_with_file_and_line(tmp_path, bad_line, problem):
+def test_read_rejects_bad_line_with_file_and_line(tmp_path, bad_line, problem):
     path = write_text(tmp_path / "labels.txt", f"{VALID_LINE}\n\n{bad_line}\n{VALID_LINE}\n")
     with pytest.raises(LabelFileError) as raised:
-        read_labels_file(path)
+        read_numbered_labels(path)
     message = str(raised.value)
     assert message.startswith(f"{path}:3: ")
     assert problem in message
@@ -160,35 +158,24 @@ def test_label_file_error_survives_pickling():
     assert (type(copy), str(copy), copy.line_number) == (LabelFileError, str(original), 3)
 
 
-def test_read_labels_file_reports_the_first_bad_line(tmp_path):
+def test_read_reports_the_first_bad_line(tmp_path):
     path = write_text(tmp_path / "labels.txt", f"{VALID_LINE}\nbad\nworse\tline\n")
     with pytest.raises(LabelFileError, match=at(path, 2)):
-        read_labels_file(path)
+        read_numbered_labels(path)
 
 
-def test_read_labels_file_rejects_a_line_that_is_not_utf8(tmp_path):
+def test_read_rejects_a_line_that_is_not_utf8(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_bytes(VALID_LINE.encode() + b"\n\xff\xfe.jpg\tcat\t(1, 2, 3, 4)\n")
     with pytest.raises(LabelFileError, match=at(path, 2) + "the line is not UTF-8"):
-        read_labels_file(str(path))
+        read_numbered_labels(str(path))
 
 
 @pytest.mark.parametrize("text", ["", "\n\n  \n"])
-def test_read_labels_file_rejects_an_empty_training_set(tmp_path, text):
+def test_read_rejects_an_empty_training_set(tmp_path, text):
     path = write_text(tmp_path / "labels.txt", text)
     with pytest.raises(LabelFileError, match="the training set is empty"):
-        read_labels_file(path)
-
-
-def test_group_by_image_keeps_first_seen_order():
-    boxes = [
-        LabelledBox("b.jpg", "cat", 0, 1, 0, 1),
-        LabelledBox("a.jpg", "dog", 0, 1, 0, 1),
-        LabelledBox("b.jpg", "dog", 1, 2, 1, 2),
-    ]
-    grouped = group_by_image(boxes)
-    assert list(grouped) == ["b.jpg", "a.jpg"]
-    assert grouped["b.jpg"] == [boxes[0], boxes[2]]
+        read_numbered_labels(path)
 
 
 # ----- labelled_images -----------------------------------------------------------------------

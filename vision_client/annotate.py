@@ -2,8 +2,9 @@
 
 Works on any detections that have ``label``, ``score`` and ``box.xmin/xmax/ymin/ymax``: the gRPC
 ``DetectedObject`` messages the client receives, or caikit's data objects of the same name.
-Expected objects (``label`` and ``xmin/xmax/ymin/ymax``, e.g. ``coco_evaluation.Box``) can be
-drawn beside them, in white, with a legend under the image saying which is which.
+Expected objects (``label`` and ``xmin/xmax/ymin/ymax``, e.g. what
+``evaluation.read_coco_ground_truth`` reads) can be drawn beside them, in white, with a legend
+under the image saying which is which.
 """
 
 # Standard

@@ -12,7 +12,7 @@ import time
 import grpc
 
 # Local
-from example_tools.coco_evaluation import ScoredBox
+from example_tools.evaluation import ScoredBox, box_iou
 
 # caikit_data_model.common.JobStatus values that end a training.
 _FINISHED = ("COMPLETED", "CANCELED", "ERRORED")
@@ -201,7 +201,7 @@ def format_detections(result) -> List[str]:
 
 
 def detections_of(result) -> List[ScoredBox]:
-    """The detected objects of an ObjectDetectionResult as ``Detection``s."""
+    """The detected objects of an ObjectDetectionResult as ``ScoredBox``es."""
     return [
         ScoredBox(obj.label, obj.score, obj.box.xmin, obj.box.xmax, obj.box.ymin, obj.box.ymax)
         for obj in result.detected_objects
@@ -237,7 +237,7 @@ def format_expected_beside_predicted(expected: Sequence, result) -> List[str]:
             f"{box.xmin:5.0f} {box.xmax:5.0f} {box.ymin:5.0f} {box.ymax:5.0f}"
         )
     for detection in detections_of(result):
-        overlaps = [_iou(detection, box) for box in expected if box.label == detection.label]
+        overlaps = [box_iou(detection, box) for box in expected if box.label == detection.label]
         verdict = f"IoU {max(overlaps):.2f} with the expected {detection.label}" if overlaps \
             else f"no {detection.label} expected"
         lines.append(
@@ -249,16 +249,3 @@ def format_expected_beside_predicted(expected: Sequence, result) -> List[str]:
         lines.append(f"{'predicted':<10} (nothing above the threshold)")
     return lines
 
-
-def _iou(first, second) -> float:
-    width = min(first.xmax, second.xmax) - max(first.xmin, second.xmin)
-    height = min(first.ymax, second.ymax) - max(first.ymin, second.ymin)
-    if width <= 0 or height <= 0:
-        return 0.0
-    intersection = width * height
-    union = (
-        (first.xmax - first.xmin) * (first.ymax - first.ymin)
-        + (second.xmax - second.xmin) * (second.ymax - second.ymin)
-        - intersection
-    )
-    return intersection / union
