@@ -12,9 +12,9 @@ import argparse
 import os
 import sys
 
-# OpenMP reads this when torch loads: with caikit_computer_vision.torch_threads above 1, idle
-# worker threads sleep instead of spinning, which on a machine with other work made training
-# steps up to 30x slower (docs/training.md).
+# OpenMP reads this when torch loads: whenever torch runs more than one thread, idle worker
+# threads sleep instead of spinning, which on a machine with other work made training steps many
+# times slower (docs/training.md, "What did not work").
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Local
