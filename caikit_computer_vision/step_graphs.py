@@ -1,16 +1,16 @@
 """Training steps replayed as CUDA graphs.
 
-Why: the demo model's training step is about 800 kernel launches of a few microseconds each, so
-on a GPU the host's launching sets the pace, not the device (profiled on an H200: ~22 ms of host
-time per step against ~1.7 ms of GPU time; docs/training.md). A CUDA graph records a step's
-launches once and replays all of them with one call.
+Why: the demo model's training step is hundreds of kernel launches of a few microseconds each,
+so on a GPU the host's launching sets the pace, not the device (the profile is in
+docs/training.md, "GPU"). A CUDA graph records a step's launches once and replays all of them
+with one call.
 
 What a recorded step needs, and where ``training.fine_tune`` provides it:
 
 * the same shapes and the same memory every time: a graph is recorded per bucket of
-  same-size images and only for full batches; the step reads its images through an index
-  tensor that is refilled in place before each replay, and adds its loss into a tensor that
-  lives outside the graph;
+  same-size images and only for full batches (which steps run how: ``ReplayPlan``); the step
+  reads its images through an index tensor that is refilled in place before each replay, and
+  adds its loss into a tensor that lives outside the graph;
 * no host syncs inside the step (the whole training has one per epoch);
 * an optimiser that keeps its step count and learning rate on the device (AdamW with
   ``capturable=True`` and a tensor learning rate the schedule fills in place), and nothing
