@@ -36,7 +36,7 @@ import grpc
 
 # Local
 from caikit_computer_vision.atomic_dirs import write_file_atomically
-from common import BASE_MODEL_ID
+from common import BASE_MODEL_ID, HOST
 from example_tools.synthetic_data import render_example
 from example_tools.runtime_harness import predict_callable
 
@@ -83,8 +83,8 @@ class RuntimeTarget:
 
     @classmethod
     def local(cls, ports: Dict[str, int], pid: int) -> "RuntimeTarget":
-        """The runtime on 127.0.0.1 with the ``grpc`` and ``http`` ports of ``ports``."""
-        return cls(f"127.0.0.1:{ports['grpc']}", f"http://127.0.0.1:{ports['http']}", pid)
+        """The runtime on ``common.HOST`` with the ``grpc`` and ``http`` ports of ``ports``."""
+        return cls(f"{HOST}:{ports['grpc']}", f"http://{HOST}:{ports['http']}", pid)
 
 
 @dataclass(frozen=True)
@@ -511,7 +511,7 @@ def _loopback_address(value: str) -> str:
         loopback = False
     if not loopback or not port.isdigit():
         raise argparse.ArgumentTypeError(
-            f"{value!r}: give HOST:PORT on this machine's loopback (127.0.0.1:PORT); the load "
+            f"{value!r}: give HOST:PORT on this machine's loopback ({HOST}:PORT); the load "
             "test reads the runtime's memory from /proc, so it runs beside the runtime"
         )
     return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"

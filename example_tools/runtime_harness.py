@@ -35,7 +35,7 @@ import urllib.request
 import grpc
 
 # Local
-from common import BASE_MODEL_ID
+from common import BASE_MODEL_ID, HOST
 from example_tools.ports import listens_on
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ NUM_TRAIN_IMAGES = 32
 
 def free_port() -> int:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((HOST, 0))
         return sock.getsockname()[1]
 
 
@@ -76,7 +76,7 @@ class RuntimeProcess:
     ) -> Tuple[int, Any]:
         """(status, body parsed as JSON when it is JSON) of one call; error statuses included."""
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.ports[port]}{path}",
+            f"http://{HOST}:{self.ports[port]}{path}",
             data=None if body is None else json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
             method=method,
@@ -181,7 +181,7 @@ def _plaintext_ready(ports: Dict[str, int]) -> bool:
 
 def _http_ok(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
@@ -190,7 +190,7 @@ def _http_ok(port: int) -> bool:
 def _tcp_open(port: int) -> bool:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((HOST, port)) == 0
 
 
 # -- a working directory laid out as the walkthrough's --------------------------------------------
