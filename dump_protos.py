@@ -79,6 +79,9 @@ def main() -> int:
 
     if args.show_conflict:
         # Local
+        # The library's own module first (the package registers it on first access), then the
+        # demo module that conflicts with it.
+        from caikit_computer_vision import TransformersObjectDetector  # noqa: F401
         from caikit_computer_vision import conflict_demo  # registers the demo module
 
         caikit.configure(config_dict=conflict_demo.DEMO_CONFIG_OVERRIDES)

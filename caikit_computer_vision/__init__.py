@@ -1,13 +1,9 @@
 """caikit_computer_vision: a caikit library that serves a Hugging Face YOLOS object detector.
 
-Importing the package does nothing else: the pure helpers (``label_format``, ``coco_format``,
-``images``, ``duplicates``, ``memory``, ...) import without caikit. The first access to
-``data_model``, ``modules`` or one of the names re-exported below (``BoundingBox``, ...,
-``TransformersObjectDetector``) configures caikit with this library's defaults
-(``config/config.yml``) and imports the data model and modules, which registers them with
-caikit. That is what ``runtime.library: caikit_computer_vision`` in a runtime config relies on:
-caikit imports the package and reads its ``data_model`` attribute (``caikit_workarounds``
-names the caikit function).
+Its data model and modules are registered with caikit on the first access to ``data_model``,
+``modules`` or a name they define, as when caikit loads ``runtime.library:
+caikit_computer_vision``; the pure helpers (``images``, ``label_format``, ``coco_format``, ...)
+import without caikit.
 """
 
 # Standard
