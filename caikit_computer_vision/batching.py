@@ -15,13 +15,14 @@ done, one of them leads the next batch. A request whose client gave up (``still_
 no) is dropped before the pass.
 
 Threads follow the load (``ThreadShare``): a forward pass alone gets every core as torch
-intra-op threads; passes of several models, and trainings, share them. torch's thread count is
+intra-op threads; passes of several models, and trainings, share them; a pass too small to gain
+from threads (``PARALLEL_PASS_OPERATIONS``) gets one. torch's thread count is
 per thread (OpenMP's), so setting it in the thread that runs the pass affects only that pass.
 """
 
 # Standard
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from contextvars import ContextVar
 from typing import Callable, Generic, Hashable, Iterator, List, Optional, Sequence, TypeVar
 import threading
@@ -29,6 +30,11 @@ import time
 
 # Third Party
 import torch
+
+# A forward pass of fewer operations runs on one thread: waking more costs more than they save
+# (the demo model, 2 to 12 million a pass: 0.8 ms on one thread, 3 ms on two; a yolos-tiny-size
+# model, 2 to 100 billion: faster on more threads when the cores are free).
+PARALLEL_PASS_OPERATIONS = 1e9
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
@@ -58,12 +64,14 @@ class ThreadShare:
         return self.fixed or max(1, self.cores - 1)
 
     @contextmanager
-    def forward(self) -> Iterator[int]:
-        """Around a forward pass: count it, set and yield its thread count."""
+    def forward(self, operations: float = PARALLEL_PASS_OPERATIONS) -> Iterator[int]:
+        """Around a forward pass of about ``operations``: count it, set and yield its threads."""
         with self._lock:
             self._forwards += 1
             free = max(1, self.cores - self._training_threads)
-            threads = self.fixed or max(1, free // self._forwards)
+            threads = self.fixed or (
+                max(1, free // self._forwards) if operations >= PARALLEL_PASS_OPERATIONS else 1
+            )
         torch.set_num_threads(threads)
         try:
             yield threads
@@ -107,7 +115,7 @@ def serving_client(still_waiting: Callable[[], bool]) -> Iterator[None]:
         _STILL_WANTED.reset(token)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request(Generic[Item, Answer]):
     key: Hashable
     item: Item
@@ -115,13 +123,17 @@ class _Request(Generic[Item, Answer]):
     answer: Optional[Answer] = None
     failure: Optional[BaseException] = None
     done: bool = False
+    # Set when the request is answered, or when its thread is to lead the next batch.
+    woken: threading.Event = field(default_factory=threading.Event)
 
 
 class Batcher(Generic[Item, Answer]):
     """Runs ``run_batch`` over requests of one key at a time, at most ``max_batch_size`` each.
 
     ``run_batch(items)`` returns one answer per item, in order; if it raises, every request of
-    that batch gets the exception.
+    that batch gets the exception. Each waiting thread is woken once, for its answer or to lead:
+    never all of them for every change (a notify_all per request cost a third of the GIL at 8
+    clients).
     """
 
     def __init__(
@@ -133,64 +145,80 @@ class Batcher(Generic[Item, Answer]):
         self.run_batch = run_batch
         self.max_batch_size = max(1, max_batch_size)
         self.max_delay_s = max(0.0, max_delay_s)
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        # Only the leader waits on this, while it gathers a batch.
+        self._gathering = threading.Condition(self._lock)
         self._queue: List[_Request] = []
         self._leading = False
         self._preparing = 0
         # Sizes of the batches run, the last few hundred (for tests and bench).
         self.batch_sizes: List[int] = []
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a forward pass."""
+        return len(self._queue)
+
+    @property
+    def preparing_count(self) -> int:
+        """Requests preparing their image, which a gathering leader may wait for."""
+        return self._preparing
+
     @contextmanager
     def preparing(self) -> Iterator[None]:
         """Around a request's preparation: a leader may wait for it to join its batch."""
-        with self._cond:
+        with self._lock:
             self._preparing += 1
         try:
             yield
         finally:
-            with self._cond:
+            with self._lock:
                 self._preparing -= 1
-                self._cond.notify_all()
+                self._gathering.notify()
 
     def submit(
         self, key: Hashable, item: Item, still_wanted: Callable[[], bool] = lambda: True
     ) -> Answer:
         """``item``'s answer, computed in a batch of items with the same ``key``."""
         request = _Request(key, item, still_wanted)
-        with self._cond:
+        with self._lock:
             self._queue.append(request)
-            self._cond.notify_all()
-            while not request.done and self._leading:
-                self._cond.wait()
-            if not request.done:
+            leads = not self._leading
+            if leads:
                 self._leading = True
-        if not request.done:
+            else:
+                self._gathering.notify()
+        if not leads:
+            request.woken.wait()
+        if not request.done:  # it leads: it found no leader, or the last one handed over
             self._lead_until_done(request)
         if request.failure is not None:
             raise request.failure
         return request.answer
 
     def _lead_until_done(self, own: _Request) -> None:
-        """Run batches until ``own`` is answered, then let a waiting request lead."""
+        """Run batches until ``own`` is answered, then hand the lead to the oldest waiting."""
         try:
             while not own.done:
                 self._run(self._gather())
         finally:
-            with self._cond:
-                self._leading = False
-                self._cond.notify_all()
+            with self._lock:
+                if self._queue:
+                    self._queue[0].woken.set()
+                else:
+                    self._leading = False
 
     def _gather(self) -> List[_Request]:
         """The next batch: the oldest request's key, waiting briefly while others prepare."""
         deadline = time.monotonic() + self.max_delay_s
-        with self._cond:
+        with self._lock:
             while True:
                 key = self._queue[0].key
                 same = [request for request in self._queue if request.key == key]
                 left = deadline - time.monotonic()
                 if len(same) >= self.max_batch_size or self._preparing == 0 or left <= 0:
                     break
-                self._cond.wait(left)
+                self._gathering.wait(left)
             batch = same[: self.max_batch_size]
             taken = set(map(id, batch))
             self._queue = [request for request in self._queue if id(request) not in taken]
@@ -209,15 +237,14 @@ class Batcher(Generic[Item, Answer]):
                 raise RuntimeError(f"{len(answers)} answers for a batch of {len(wanted)}")
             for request, answer in zip(wanted, answers):
                 request.answer = answer
-        except BaseException as failure:  # every request of the batch learns of it
+        except Exception as failure:  # every request of the batch learns of it
             for request in wanted:
                 request.failure = failure
-            if not isinstance(failure, Exception):
-                raise
         finally:
-            with self._cond:
-                for request in batch:
-                    request.done = True
-                if wanted:
-                    self.batch_sizes = (self.batch_sizes + [len(wanted)])[-256:]
-                self._cond.notify_all()
+            if wanted:
+                self.batch_sizes = (self.batch_sizes + [len(wanted)])[-256:]
+            for request in batch:
+                if request.answer is None and request.failure is None:
+                    request.failure = RuntimeError("the forward pass was interrupted")
+                request.done = True
+                request.woken.set()

@@ -84,6 +84,7 @@ class Detector:
         self.processor = processor
         self.image_limits = image_limits or ImageLimits()
         self.id2label: Dict[int, str] = dict(model.config.id2label)
+        self._parameters = sum(parameter.numel() for parameter in model.parameters())
 
     @classmethod
     def from_hf_dir(cls, hf_dir: str, image_limits: Optional[ImageLimits] = None) -> "Detector":
@@ -138,6 +139,14 @@ class Detector:
             outputs = self.model(pixel_values=pixel_values)
         logits, boxes = outputs.logits.cpu(), outputs.pred_boxes.cpu()
         return [(logits[row : row + 1], boxes[row : row + 1]) for row in range(len(batch))]
+
+    def pass_operations(self, batch: Sequence[PreparedImage]) -> float:
+        """About how many multiply-adds a forward pass over ``batch`` takes: each parameter
+        once per token (image patches and detection tokens) of each image."""
+        height, width = batch[0].shape
+        patch = self.model.config.patch_size
+        tokens = (height // patch) * (width // patch) + self.model.config.num_detection_tokens
+        return 2.0 * self._parameters * tokens * len(batch)
 
     def finish(
         self, prepared: PreparedImage, row: ForwardRow, threshold: float

@@ -18,9 +18,15 @@ import pytest
 import torch
 
 # Local
-from caikit_computer_vision.batching import Batcher, ClientGone, ThreadShare
+from caikit_computer_vision.batching import (
+    PARALLEL_PASS_OPERATIONS,
+    Batcher,
+    ClientGone,
+    ThreadShare,
+)
 from caikit_computer_vision.detection import Detector
 from caikit_computer_vision.guards.limits import Limits
+from example_tools.tiny_yolos import build_tiny_yolos
 
 from .conftest import encode_image, noise_image
 from .served_example import predict_status
@@ -149,7 +155,7 @@ def test_a_request_whose_client_left_never_reaches_a_forward_pass():
         # Queued behind the running pass: one client stays, one leaves before its turn.
         staying = pool.submit(batcher.submit, "k", 2)
         leaving = pool.submit(batcher.submit, "k", 3, lambda: False)
-        _wait_for(lambda: len(batcher._queue) == 2)
+        _wait_for(lambda: batcher.queued == 2)
         release.set()
         assert first.result(10) == 1 and staying.result(10) == 2
         with pytest.raises(ClientGone):
@@ -176,9 +182,9 @@ def test_the_pass_waits_for_requests_still_preparing_their_image():
             return batcher.submit("k", 2)
 
         second = pool.submit(late)
-        _wait_for(lambda: batcher._preparing == 1)
+        _wait_for(lambda: batcher.preparing_count == 1)
         first = pool.submit(batcher.submit, "k", 1)
-        _wait_for(lambda: len(batcher._queue) == 1)
+        _wait_for(lambda: batcher.queued == 1)
         prepared.set()
         assert (first.result(10), second.result(10)) == (10, 20)
     assert batches == [[1, 2]]
@@ -247,9 +253,19 @@ def test_a_pass_alone_gets_every_core_and_concurrent_passes_share_them():
         assert training == 3
         with share.forward() as beside_training:
             assert beside_training == 1
+    with share.forward(operations=1e6) as small:
+        assert small == 1, "a pass too small to gain from threads runs on one"
     assert ThreadShare(cores=4, fixed=1).training_threads == 1
     with ThreadShare(cores=4, fixed=3).forward() as fixed:
         assert fixed == 3
+
+
+def test_the_demo_model_is_small_and_a_yolos_tiny_size_model_large_for_threads(detector):
+    image = encode_image(noise_image(640, 480))
+    demo = Detector(detector.model, detector.processor, detector.device)
+    assert demo.pass_operations([demo.prepare(image)] * 8) < PARALLEL_PASS_OPERATIONS
+    large = Detector(*build_tiny_yolos(architecture="yolos-tiny"))
+    assert large.pass_operations([large.prepare(image)]) > PARALLEL_PASS_OPERATIONS
 
 
 def _enter(share, seen):

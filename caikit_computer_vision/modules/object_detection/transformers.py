@@ -231,7 +231,7 @@ class TransformersObjectDetector(ModuleBase):
         )
 
     def _forward(self, batch: Sequence[PreparedImage]) -> List[ForwardRow]:
-        with _THREADS.forward():
+        with _THREADS.forward(self.detector.pass_operations(batch)):
             return self.detector.forward(batch)
 
     @property
