@@ -40,7 +40,8 @@ def protos_digest(protos_dir: pathlib.Path) -> str:
 
 def why_stale(protos_dir: pathlib.Path, generated_dir: pathlib.Path) -> Optional[str]:
     """Say why the stubs must be (re)compiled, or None when they match the protos."""
-    protos_dir, generated_dir = pathlib.Path(protos_dir), pathlib.Path(generated_dir)
+    protos_dir = pathlib.Path(protos_dir).absolute()
+    generated_dir = pathlib.Path(generated_dir).absolute()
     if not any(protos_dir.glob("*.proto")):
         raise FileNotFoundError(
             f"no .proto files in {protos_dir}: start the runtime with "
