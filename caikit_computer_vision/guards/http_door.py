@@ -3,8 +3,10 @@
 uvicorn has no body-size limit or timeout and caikit's routes read the whole body, so the door
 checks the route against the allowlist, then reads the body first: up to ``max_http_body_bytes``
 (413 beyond), within ``http_body_timeout_s`` (408 after), and at most
-``max_concurrent_http_bodies`` at once (a request with a body waits for its turn before any of
-it is read, and keeps it until it is answered, so that only that many bodies are in memory).
+``max_concurrent_http_bodies`` large ones at once (over ``SMALL_BODY_BYTES`` or of unknown
+length: such a request waits for its turn before any of its body is read, and keeps it until it
+is answered, so that only that many large bodies are in memory; small bodies are bounded by
+``max_concurrent_model_calls``, and can fill a batch).
 Then, on a thread so that the event loop keeps answering (health checks), it checks the JSON
 against the route's request model in pydantic's strict mode (caikit validates in lax mode, where
 ``"0.5"`` and ``true`` are numbers) and the model id against ``models/``, and hands the body it
@@ -103,6 +105,10 @@ def printable(text: str) -> str:
     return f"{text[:_PRINTABLE_CHARS]}... ({len(text)} chars)"
 
 
+# Bodies up to this size (a photo of a few hundred kB, base64 in JSON) need no large-body slot.
+SMALL_BODY_BYTES = 1024 * 1024
+
+
 class HttpFrontDoor:
     """ASGI middleware: ``app.add_middleware(HttpFrontDoor, door=..., allowed=...)``."""
 
@@ -133,7 +139,7 @@ class HttpFrontDoor:
             # Its body is not read: close, or the client could keep sending it.
             await _respond(send, status, _error(status, refusal.message), close=_has_body(scope))
             return
-        async with self._body_slots if _has_body(scope) else nullcontext():
+        async with self._body_slots if _has_large_body(scope) else nullcontext():
             await self._serve(what, route, scope, receive, send)
 
     async def _serve(self, what: str, route: Route, scope, receive, send) -> None:
@@ -314,6 +320,15 @@ def _error(status: int, details: str) -> dict:
 def _has_body(scope) -> bool:
     headers = dict(scope["headers"])
     return b"transfer-encoding" in headers or headers.get(b"content-length", b"0") != b"0"
+
+
+def _has_large_body(scope) -> bool:
+    """A body over ``SMALL_BODY_BYTES``, or one whose length is not declared."""
+    headers = dict(scope["headers"])
+    if b"transfer-encoding" in headers:
+        return True
+    length = headers.get(b"content-length", b"0")
+    return not length.isdigit() or int(length) > SMALL_BODY_BYTES
 
 
 async def _respond(send, status: int, content: dict, close: bool = False) -> None:

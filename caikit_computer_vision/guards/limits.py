@@ -52,7 +52,7 @@ class Limits:
     max_http_connections: int = 256
     http_header_timeout_s: float = 10.0
     http_body_timeout_s: float = 30.0
-    # 0: as many as max_concurrent_model_calls.
+    # Bodies over 1 MiB (guards/http_door.py); 0: the cores.
     max_concurrent_http_bodies: int = 0
     max_metrics_connections: int = 4
     metrics_connection_timeout_s: float = 10.0
@@ -79,8 +79,8 @@ class Limits:
 
     @property
     def http_bodies(self) -> int:
-        """How many HTTP request bodies may be read, parsed and held at once."""
-        return self.max_concurrent_http_bodies or self.model_calls
+        """How many large HTTP request bodies may be read, parsed and held at once."""
+        return self.max_concurrent_http_bodies or _cores()
 
     @classmethod
     def from_config(cls) -> "Limits":
