@@ -1,6 +1,6 @@
 """The load process: clients of one server, driven by the bench over stdin / stdout.
 
-    <venv>/bin/python -m bench.peers.load --protocol kserve-grpc-v2 --address 127.0.0.1:PORT
+    <venv>/bin/python -m bench.peers.load kserve-grpc-v2 127.0.0.1:PORT
 
 Runs in its own interpreter (the venv of the server's protocol client), so that the clients never
 share a GIL with the bench or the server. Reads one JSON command per line and writes one JSON
@@ -312,8 +312,9 @@ def serve_commands(protocol: str, address: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--protocol", choices=sorted(CLIENTS), required=True)
-    parser.add_argument("--address", required=True, help="HOST:PORT of the server")
+    # Positional: importing kserve parses the command line's options (its own --protocol).
+    parser.add_argument("protocol", choices=sorted(CLIENTS))
+    parser.add_argument("address", help="HOST:PORT of the server")
     args = parser.parse_args(argv)
     serve_commands(args.protocol, args.address)
     return 0

@@ -6,15 +6,19 @@ Linux only: process trees, memory and listening sockets are read from /proc.
 
 # Standard
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 import ipaddress
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import time
 
-STOP_TIMEOUT_S = 30.0
+INTERRUPT_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+HELPERS_EXIT_S = 5.0
+SHARED_MEMORY = pathlib.Path("/dev/shm")
 LISTEN_STATE = "0A"
 
 
@@ -124,6 +128,16 @@ def check_loopback_only(name: str, pid: int) -> None:
         )
 
 
+def _remove_shared_memory_of(pids: Iterable[int]) -> None:
+    """Remove the /dev/shm entries whose name holds ``<pid>-`` of one of ``pids`` (processes
+    that are gone: a server killed before its clean-up leaves them)."""
+    if not SHARED_MEMORY.is_dir():
+        return
+    for entry in SHARED_MEMORY.iterdir():
+        if any(re.search(rf"(?<![0-9]){pid}-", entry.name) for pid in pids):
+            entry.unlink(missing_ok=True)
+
+
 def log_tail(path: pathlib.Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -172,18 +186,33 @@ class ServerProcess:
             time.sleep(0.25)
 
     def stop(self) -> None:
-        """SIGTERM to the process group, SIGKILL to whatever of the tree is left after
-        ``STOP_TIMEOUT_S``."""
+        """SIGINT to the server (what Ctrl-C sends: every peer shuts its workers down on it),
+        SIGTERM to its process group after ``INTERRUPT_TIMEOUT_S``, SIGKILL to whatever of the
+        tree is left after ``STOP_TIMEOUT_S``; then the shared memory named after its processes
+        (PyTriton's ``/dev/shm/pytrtion<pid>-*``) is removed."""
         tree = {member: _start_time(member) for member in process_tree(self.pid)}
-        if self.process.poll() is None:
+        for signal_number, target, timeout_s in (
+            (signal.SIGINT, os.kill, INTERRUPT_TIMEOUT_S),
+            (signal.SIGTERM, os.killpg, STOP_TIMEOUT_S),
+        ):
+            if self.process.poll() is not None:
+                break
             try:
-                os.killpg(self.pid, signal.SIGTERM)
+                target(self.pid, signal_number)
             except ProcessLookupError:
-                pass
+                break
             try:
-                self.process.wait(timeout=STOP_TIMEOUT_S)
+                self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 pass
+        # The server's helpers (e.g. multiprocessing's resource tracker, which unlinks the
+        # semaphores in /dev/shm) finish after it: a moment before the group is killed.
+        deadline = time.monotonic() + HELPERS_EXIT_S
+        while time.monotonic() < deadline and any(
+            member != self.pid and _start_time(member) == started
+            for member, started in tree.items()
+        ):
+            time.sleep(0.1)
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -196,6 +225,7 @@ class ServerProcess:
                 except ProcessLookupError:
                     pass
         self.process.wait()
+        _remove_shared_memory_of(tree)
 
 
 @contextmanager
@@ -217,12 +247,3 @@ def running_server(
     finally:
         server.stop()
 
-
-def stop_pid(pid: int, process: Optional[subprocess.Popen] = None) -> None:
-    """Kill one process by its id (the load processes, which hold nothing worth a grace)."""
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if process is not None:
-        process.wait()

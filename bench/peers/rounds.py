@@ -151,7 +151,7 @@ PLANS = {
     False: Plan(
         (DEMO_MODEL_ID, YOLOS_TINY_MODEL_ID),
         rounds=3,
-        windows={DEMO_MODEL_ID: Window(0.5, 3.0), YOLOS_TINY_MODEL_ID: Window(1.5, 8.0)},
+        windows={DEMO_MODEL_ID: Window(0.5, 3.0), YOLOS_TINY_MODEL_ID: Window(1.0, 7.0)},
     ),
     True: Plan((DEMO_MODEL_ID,), rounds=1, windows={DEMO_MODEL_ID: Window(0.3, 1.0)}),
 }
@@ -218,7 +218,7 @@ class LoadProcess:
     def __init__(self, python: str, protocol: str, address: str, env: Dict[str, str]):
         self.protocol = protocol
         self.process = subprocess.Popen(
-            [python, "-m", "bench.peers.load", "--protocol", protocol, "--address", address],
+            [python, "-m", "bench.peers.load", protocol, address],
             cwd=REPO_ROOT,
             env=env,
             stdin=subprocess.PIPE,
