@@ -21,17 +21,15 @@ import os
 import pathlib
 
 # First Party
-from caikit.core.exceptions import error_handler
 import alog
 
 # Local
 from .coco_format import is_coco_file, read_coco_boxes
 from .defaults import MAX_BOXES_PER_IMAGE
 from .images import ImageLimits, decode_image
-from .label_format import EXPECTED_LINE_FORMAT, LabelFileError, LabelledBox, read_numbered_labels
+from .label_format import EXPECTED_LINE_FORMAT, LabelledBox, read_numbered_labels
 
 log = alog.use_channel("CCVDATA")
-error = error_handler.get(log)
 
 
 @dataclass(frozen=True)
@@ -58,12 +56,9 @@ class LabelledImage:
         try:
             return self.path.read_bytes()
         except OSError as err:
-            error(
-                "<CCV79495031E>",
-                ValueError(
-                    f"image '{self.path.name}' in {self.path.parent} cannot be read "
-                    f"({err.strerror}); it was readable when the training was accepted"
-                ),
+            raise ValueError(
+                f"image '{self.path.name}' in {self.path.parent} cannot be read "
+                f"({err.strerror}); it was readable when the training was accepted"
             )
 
 
@@ -87,20 +82,14 @@ def load_labelled_images(
     """
     img_dir = pathlib.Path(img_dir_path)
     if not img_dir.is_dir():
-        error(
-            "<CCV50804662E>",
-            ValueError(
-                f"image directory {img_dir_path} does not exist or is not a directory; "
-                "give the directory that holds the images named in the label file"
-            ),
+        raise ValueError(
+            f"image directory {img_dir_path} does not exist or is not a directory; "
+            "give the directory that holds the images named in the label file"
         )
     if not os.path.isfile(labels_file):
-        error(
-            "<CCV79623240E>",
-            ValueError(
-                f"label file {labels_file} does not exist or is not a file; give a file "
-                f"with one '{EXPECTED_LINE_FORMAT}' per line, or a COCO detection JSON"
-            ),
+        raise ValueError(
+            f"label file {labels_file} does not exist or is not a file; give a file "
+            f"with one '{EXPECTED_LINE_FORMAT}' per line, or a COCO detection JSON"
         )
     located_boxes = _read_label_file(labels_file, max_boxes_per_image)
     located_by_image: Dict[str, List[Tuple[str, LabelledBox]]] = {}
@@ -112,15 +101,12 @@ def load_labelled_images(
         width, height = _decoded_image_size(image_path, located_image_boxes[0][0])
         for where, box in located_image_boxes:
             if box.xmax > width or box.ymax > height:
-                error(
-                    "<CCV36324037E>",
-                    ValueError(
-                        f"{where}: box (x_min={box.xmin}, "
-                        f"x_max={box.xmax}, y_min={box.ymin}, y_max={box.ymax}) lies outside "
-                        f"image '{name}' of {width}x{height} pixels (width x height); "
-                        "fix the box or check that the coordinate order is x_min, x_max, "
-                        "y_min, y_max"
-                    ),
+                raise ValueError(
+                    f"{where}: box (x_min={box.xmin}, "
+                    f"x_max={box.xmax}, y_min={box.ymin}, y_max={box.ymax}) lies outside "
+                    f"image '{name}' of {width}x{height} pixels (width x height); "
+                    "fix the box or check that the coordinate order is x_min, x_max, "
+                    "y_min, y_max"
                 )
         boxes = tuple(box for _, box in located_image_boxes)
         images.append(LabelledImage(image_path, width, height, boxes))
@@ -138,13 +124,8 @@ def _read_label_file(labels_file: str, max_boxes_per_image: int) -> List[Tuple[s
             (f"{labels_file}:{line_number}", box)
             for line_number, box in read_numbered_labels(labels_file, max_boxes_per_image)
         ]
-    except LabelFileError as err:
-        error("<CCV50540634E>", err)
     except OSError as err:
-        error(
-            "<CCV31623364E>",
-            ValueError(f"label file {labels_file} cannot be read: {err.strerror}"),
-        )
+        raise ValueError(f"label file {labels_file} cannot be read: {err.strerror}")
 
 
 def _check_confined(image_path: pathlib.Path, named_at: str) -> None:
@@ -153,21 +134,15 @@ def _check_confined(image_path: pathlib.Path, named_at: str) -> None:
     real_dir = os.path.realpath(image_path.parent)
     real_path = os.path.realpath(image_path)
     if os.path.commonpath([real_path, real_dir]) != real_dir or real_path == real_dir:
-        error(
-            "<CCV79495032E>",
-            ValueError(
-                f"{prefix}image '{image_path.name}' in {image_path.parent} is a link that leads "
-                "outside that directory; training reads only files inside it: copy the image "
-                "in instead of linking it"
-            ),
+        raise ValueError(
+            f"{prefix}image '{image_path.name}' in {image_path.parent} is a link that leads "
+            "outside that directory; training reads only files inside it: copy the image "
+            "in instead of linking it"
         )
     if not os.path.isfile(real_path):
-        error(
-            "<CCV79495030E>",
-            ValueError(
-                f"{prefix}image '{image_path.name}' is not a file in {image_path.parent}; "
-                "add the image or remove its boxes from the label file"
-            ),
+        raise ValueError(
+            f"{prefix}image '{image_path.name}' is not a file in {image_path.parent}; "
+            "add the image or remove its boxes from the label file"
         )
 
 
@@ -184,22 +159,16 @@ def _decoded_image_size(image_path: pathlib.Path, named_at: str) -> Tuple[int, i
         data = pathlib.Path(os.path.realpath(image_path)).read_bytes()
     except OSError as err:
         # The OS's message repeats the path it opened (the resolved one): not echoed.
-        error(
-            "<CCV48713033E>",
-            ValueError(
-                f"{named_at}: image '{image_path.name}' in {image_path.parent} cannot be read "
-                f"({err.strerror}); replace it with a readable image file"
-            ),
+        raise ValueError(
+            f"{named_at}: image '{image_path.name}' in {image_path.parent} cannot be read "
+            f"({err.strerror}); replace it with a readable image file"
         )
     try:
         width, height = decode_image(data, ImageLimits.from_config()).size
     except ValueError as err:
-        error(
-            "<CCV48713032E>",
-            ValueError(
-                f"{named_at}: image '{image_path.name}' in {image_path.parent} cannot be used "
-                f"({err}); replace it with a valid image file"
-            ),
+        raise ValueError(
+            f"{named_at}: image '{image_path.name}' in {image_path.parent} cannot be used "
+            f"({err}); replace it with a valid image file"
         )
     return width, height
 

@@ -20,6 +20,7 @@ from pycocotools.cocoeval import COCOeval
 # Local
 from caikit_computer_vision.coco_format import read_coco_boxes
 from caikit_computer_vision.label_format import LabelledBox
+from caikit_computer_vision.labelled_images import load_labelled_images
 
 # The IoU from which a prediction counts as finding an object (COCO's AP50, the demo's figure).
 DEFAULT_IOU_THRESHOLD: float = 0.5
@@ -141,9 +142,6 @@ def collect_predictions(
     Raises:
         ValueError: the set is invalid (see ``load_labelled_images``).
     """
-    # Local
-    from caikit_computer_vision.labelled_images import load_labelled_images
-
     ground_truth: Dict[str, Sequence[LabelledBox]] = {}
     predictions: Dict[str, Sequence[ScoredBox]] = {}
     for image in load_labelled_images(img_dir_path, labels_file):

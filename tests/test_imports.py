@@ -39,7 +39,7 @@ def test_pure_helpers_import_without_caikit():
         import sys
         import caikit_computer_vision.label_format, caikit_computer_vision.coco_format
         import caikit_computer_vision.images, caikit_computer_vision.duplicates
-        import caikit_computer_vision.memory
+        import caikit_computer_vision.labelled_images, caikit_computer_vision.memory
         from caikit_computer_vision.images import ImageLimits, load_image
         try:
             load_image(b"not an image", ImageLimits())
