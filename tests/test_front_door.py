@@ -23,13 +23,13 @@ import pytest
 from caikit.runtime.protobufs import model_runtime_pb2
 
 # Local
-from example_tools.runtime_harness import predict_callable, start_example_runtime
 from example_tools.synthetic_data import render_example
 
 from .served_example import (
     ENDLESS_EPOCHS,
     TRAIN_ROUTE,
     cancel_training,
+    serve_example,
     train_body,
     wait_for_training,
     wait_until,
@@ -49,25 +49,16 @@ LIMITS_ENV = {
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory, saved_model_dir):
-    runtime = start_example_runtime(
-        tmp_path_factory.mktemp("front_door"), saved_model_dir, extra_env=LIMITS_ENV
-    )
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
+def served(tmp_path_factory, saved_model_dir):
+    """This module's runtime (tests/conftest.py's ``runtime`` and ``predict`` come from it)."""
+    with serve_example(tmp_path_factory.mktemp("front_door"), saved_model_dir, LIMITS_ENV) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def channel(runtime):
     with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
         yield channel
-
-
-@pytest.fixture(scope="module")
-def predict(channel):
-    return predict_callable(channel)
 
 
 def _status(call, *args, **kwargs) -> grpc.StatusCode:

@@ -26,7 +26,7 @@ import pytest
 from example_tools.runtime_harness import LAUNCHER, free_port, runtime_env
 from example_tools.synthetic_data import render_example
 
-from .served_example import serve_example
+from .served_example import serve_example, wait_until
 
 IMAGE, _ = render_example("cat")
 PREDICT_ROUTE = "/api/v1/task/object-detection"
@@ -95,11 +95,17 @@ def _proc_status(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def _log_after(runtime, offset: int) -> bytes:
-    time.sleep(0.5)  # the runtime writes its log line after it answers
-    with open(runtime.log_path, "rb") as log:
-        log.seek(offset)
-        return log.read()
+def _log_after(runtime, offset: int, awaited: bytes) -> bytes:
+    """The log from ``offset`` on, once it holds ``awaited`` (the runtime writes its log line
+    after it answers)."""
+
+    def logged() -> bytes:
+        with open(runtime.log_path, "rb") as log:
+            log.seek(offset)
+            text = log.read()
+        return text if awaited in text else b""
+
+    return wait_until(logged, 10, f"{awaited!r} in the runtime's log")
 
 
 def _predict_body(threshold: float = 0.5) -> dict:
@@ -164,13 +170,12 @@ def test_connections_over_the_bound_close_idle_ones_and_good_requests_still_answ
         opened = time.monotonic()
         for sock in hoarded:
             sock.sendall(b"GET /health HTTP/1.1\r\n")
-        closed = 0
-        while time.monotonic() - opened < HEADER_TIMEOUT_S / 2:
-            closed = sum(_closed_by_server(sock) for sock in hoarded)
-            if closed >= 2 * MAX_HTTP_CONNECTIONS:
-                break
-            time.sleep(0.05)
-        assert closed >= 2 * MAX_HTTP_CONNECTIONS, f"{closed} of {len(hoarded)} closed"
+        wait_until(
+            lambda: sum(_closed_by_server(sock) for sock in hoarded) >= 2 * MAX_HTTP_CONNECTIONS,
+            HEADER_TIMEOUT_S / 2 - (time.monotonic() - opened),
+            f"{2 * MAX_HTTP_CONNECTIONS} of {len(hoarded)} hoarded connections closed",
+            interval=0.05,
+        )
         status, _, seconds = _timed_http(runtime, "GET", "/health")
         assert status == 200 and seconds < GOOD_REQUEST_S, (status, seconds)
         status, answer, seconds = _timed_http(runtime, "POST", PREDICT_ROUTE, _predict_body())
@@ -219,7 +224,7 @@ def test_a_deeply_nested_json_body_is_422_with_one_warning(runtime):
         connection.close()
     assert response.status == 422, answer
     assert "Invalid JSON" in answer["details"]
-    logged = _log_after(runtime, offset).decode(errors="replace")
+    logged = _log_after(runtime, offset, b"Invalid JSON").decode(errors="replace")
     assert "Traceback" not in logged
     warnings = [line for line in logged.splitlines() if ":WARN:" in line or ":ERRR:" in line]
     assert len(warnings) == 1 and "Invalid JSON" in warnings[0], warnings
@@ -236,7 +241,7 @@ def test_control_characters_of_a_path_are_logged_escaped(runtime):
     finally:
         connection.close()
     assert response.status == 404
-    logged = _log_after(runtime, offset)
+    logged = _log_after(runtime, offset, b"GET /x")
     for raw in (b"\x1b", b"\r", b"\x00"):
         assert raw not in logged, raw
     assert rb"GET /x\x1b[31mRED\r\nFAKE\x00" in logged, logged
@@ -247,7 +252,7 @@ def test_an_http_client_error_is_one_warning_without_a_traceback(runtime):
     offset = runtime.log_path.stat().st_size
     status, answer = runtime.http("POST", PREDICT_ROUTE, _predict_body(threshold=5.0))
     assert status == 400, answer
-    logged = _log_after(runtime, offset).decode(errors="replace")
+    logged = _log_after(runtime, offset, answer["id"].encode()).decode(errors="replace")
     assert "Traceback" not in logged
     naming_it = [line for line in logged.splitlines() if answer["id"] in line]
     assert len(naming_it) == 1 and ":WARN:" in naming_it[0], naming_it
