@@ -198,4 +198,6 @@ def _area(box: Any) -> float:
 
 
 def _xywh(box: Any) -> List[float]:
-    return [float(box.xmin), float(box.ymin), float(box.xmax - box.xmin), float(box.ymax - box.ymin)]
+    return [
+        float(box.xmin), float(box.ymin), float(box.xmax - box.xmin), float(box.ymax - box.ymin)
+    ]
