@@ -69,13 +69,11 @@ def test_the_client_starts_without_caikit_or_torch_installed():
 def test_caikit_registers_the_library_by_reading_its_data_model_attribute():
     # caikit 0.29's runtime loads ``runtime.library`` with import_util.get_data_model(), which
     # imports the package and reads ``data_model`` from it (UnifiedDataModel.add_library); the
-    # package's __getattr__ imports the data model and modules then. Imported first, as the
-    # launcher does: the runtime server module, which must not register them by itself.
+    # package's __getattr__ imports the data model and modules then, and nothing else does here.
     run = _python(
         """
         import caikit, sys
         caikit.configure("runtime_config.yaml")
-        import caikit_computer_vision.runtime_server
         assert "caikit_computer_vision.modules" not in sys.modules
         from caikit.core.registries import module_registry
         from caikit.runtime.utils import import_util
