@@ -61,20 +61,18 @@ DEFAULT_IMAGE_SIZE = 64
 BASE_MODEL_ID = "my_model"
 TRAINED_MODEL_ID = "new_model"
 
-# Generated training set. 512 images, not fewer: with 256 the tiny model memorises its
-# training images (loss falls, held-out mAP@0.5 stalls near 0.15); with 512 it generalises
-# (bench/training_quality.py).
+# Generated training set. 512 images, not fewer: with half as many the tiny model memorises its
+# training images instead of generalising (bench/training_quality.py).
 NUM_TRAIN_IMAGES = 512
 
-# Defaults of the train request sent by run_train_and_inference.py: 120 epochs of 512 images
-# at batch 64 (the library's default, runtime_config.yaml's train_batch_size), peak learning rate
-# 4e-3 of a one-cycle schedule (caikit_computer_vision.training; figures and what did not work in
-# docs/training.md: minimum held-out mAP@0.5 0.789 over 3 data seeds x threads {1, 2}, 26.5-33 s
-# on one core of a 2-core VM, 2-4 s on a CUDA GPU; 100 epochs at batch 32 scored 0.772 in 35 s).
+# Defaults of the train request sent by run_train_and_inference.py: 120 epochs at the library's
+# batch size (runtime_config.yaml's train_batch_size), peak learning rate 4e-3 of a one-cycle
+# schedule (caikit_computer_vision.training). Why these, what they score and take, and what did
+# not work: docs/training.md.
 DEFAULT_NUM_EPOCHS = 120
-# The quicker run the client's --help and the README offer: fewer epochs that still learn. Held-out
-# mAP@0.5 of demo.py on a 2-core VM (README): 120 epochs 0.908 (25.4 s of training), 100 0.733,
-# 80 0.690 (12.1 s), 60 0.066, 40 0.025, 30 0.018: at 60 and fewer the model has not learnt yet.
+# The quicker run the client's --help and the README offer: fewer epochs that still learn
+# (held-out mAP@0.5 by epochs: the README's quick start; at 60 epochs and fewer the model has not
+# learnt yet).
 QUICK_NUM_EPOCHS = 80
 DEFAULT_LEARNING_RATE = 4e-3
 # How long the client waits for training to finish, and how often it asks.
