@@ -80,6 +80,17 @@ def served(tmp_path_factory, saved_model_dir):
         yield served
 
 
+@pytest.fixture(scope="session")
+def served_tuned(tmp_path_factory, saved_model_dir):
+    """One runtime with small HTTP limits and every image format accepted
+    (served_example.TUNED_ENV), shared by test_http_bounds and test_image_formats."""
+    # Local
+    from .served_example import TUNED_ENV, serve_example
+
+    with serve_example(tmp_path_factory.mktemp("tuned"), saved_model_dir, TUNED_ENV) as served:
+        yield served
+
+
 @pytest.fixture(scope="module")
 def runtime(served):
     """The runtime process of ``served`` (a module's own ``served`` fixture, when it has one)."""
@@ -108,8 +119,8 @@ def walkthrough(tmp_path_factory, saved_model_dir):
 # Fixtures that start a runtime process (a test using one, directly or through another fixture,
 # is end-to-end), and the modules whose tests run the example's scripts or servers themselves.
 RUNTIME_FIXTURES = frozenset({
-    "runtime", "second_runtime", "served", "served_workspace", "deploying_runtime", "walkthrough",
-    "node_client",
+    "runtime", "second_runtime", "served", "served_tuned", "served_workspace", "deploying_runtime",
+    "walkthrough", "node_client",
 })
 SCRIPT_MODULES = frozenset({
     "test_newcomer", "test_scripts", "test_tls", "test_fuzz_runtime", "test_dump_protos",

@@ -20,6 +20,7 @@ import grpc
 import yaml
 
 # Local
+from caikit_computer_vision import images
 from caikit_computer_vision.defaults import DEFAULT_LABELS
 from example_tools.runtime_harness import (
     CLIENT,
@@ -41,6 +42,25 @@ FINAL_TRAINING_STATES = ("COMPLETED", "ERRORED", "CANCELED")
 TRAINING_TIMEOUT_S = 180.0
 # Many more epochs than any test waits for: a training that runs until it is cancelled.
 ENDLESS_EPOCHS = 100_000
+
+# -- the runtime with other settings than runtime_config.yaml's (conftest.py's served_tuned) ----
+# Small HTTP and metrics limits, so that reaching them is quick (tests/test_http_bounds.py).
+HEADER_TIMEOUT_S = 2
+BODY_TIMEOUT_S = 2
+MAX_HTTP_CONNECTIONS = 16
+MAX_METRICS_CONNECTIONS = 2
+METRICS_TIMEOUT_S = 1.5
+# Every format images.py checks, ICO included: GIF, BMP, TIFF and ICO are off by default
+# (tests/test_image_formats.py). The HTTP limits change nothing that those tests send, nor the
+# formats anything that test_http_bounds sends, so one runtime serves both.
+TUNED_ENV = {
+    "CAIKIT_COMPUTER_VISION_HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+    "CAIKIT_COMPUTER_VISION_HTTP_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+    "CAIKIT_COMPUTER_VISION_MAX_HTTP_CONNECTIONS": str(MAX_HTTP_CONNECTIONS),
+    "CAIKIT_COMPUTER_VISION_MAX_METRICS_CONNECTIONS": str(MAX_METRICS_CONNECTIONS),
+    "CAIKIT_COMPUTER_VISION_METRICS_CONNECTION_TIMEOUT_S": str(METRICS_TIMEOUT_S),
+    "CAIKIT_COMPUTER_VISION_IMAGE_FORMATS": ",".join(images.CHECKED_FORMATS),
+}
 
 # The largest gRPC message the runtime takes, as runtime_config.yaml sets it.
 MAX_MESSAGE_BYTES = yaml.safe_load(common.RUNTIME_CONFIG.read_text())["runtime"]["grpc"][

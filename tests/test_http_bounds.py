@@ -26,22 +26,17 @@ import pytest
 from example_tools.runtime_harness import LAUNCHER, free_port, runtime_env
 from example_tools.synthetic_data import render_example
 
-from .served_example import serve_example, wait_until
+from .served_example import (
+    BODY_TIMEOUT_S,
+    HEADER_TIMEOUT_S,
+    MAX_HTTP_CONNECTIONS,
+    MAX_METRICS_CONNECTIONS,
+    METRICS_TIMEOUT_S,
+    wait_until,
+)
 
 IMAGE, _ = render_example("cat")
 PREDICT_ROUTE = "/api/v1/task/object-detection"
-HEADER_TIMEOUT_S = 2
-BODY_TIMEOUT_S = 2
-MAX_HTTP_CONNECTIONS = 16
-MAX_METRICS_CONNECTIONS = 2
-METRICS_TIMEOUT_S = 1.5
-LIMITS_ENV = {
-    "CAIKIT_COMPUTER_VISION_HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-    "CAIKIT_COMPUTER_VISION_HTTP_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
-    "CAIKIT_COMPUTER_VISION_MAX_HTTP_CONNECTIONS": str(MAX_HTTP_CONNECTIONS),
-    "CAIKIT_COMPUTER_VISION_MAX_METRICS_CONNECTIONS": str(MAX_METRICS_CONNECTIONS),
-    "CAIKIT_COMPUTER_VISION_METRICS_CONNECTION_TIMEOUT_S": str(METRICS_TIMEOUT_S),
-}
 # Time a good request may take while others hoard connections.
 GOOD_REQUEST_S = 1.0
 # Slack for a busy two-core machine on top of a timeout.
@@ -49,9 +44,9 @@ SLACK_S = 1.5
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory, saved_model_dir):
-    with serve_example(tmp_path_factory.mktemp("http_bounds"), saved_model_dir, LIMITS_ENV) as served:
-        yield served.runtime
+def served(served_tuned):
+    """The runtime with small HTTP limits (conftest's ``runtime`` comes from it)."""
+    return served_tuned
 
 
 def _connect(runtime, port: str = "http") -> socket.socket:
@@ -277,8 +272,9 @@ def test_a_runtime_whose_connections_do_not_fit_its_open_files_refuses_to_start(
         text=True,
         timeout=180,
     )
-    assert result.returncode != 0, result.stdout[-2000:]
     output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "Traceback" not in output
     refusals = [line for line in output.splitlines() if "open-files limit" in line]
     assert refusals, output[-3000:]
     assert all(

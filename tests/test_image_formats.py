@@ -26,7 +26,6 @@ from caikit_computer_vision.images import ImageLimits, decode_image
 from caikit_computer_vision.memory import return_freed_memory
 from example_tools.hostile_images import png_chunk
 
-from .served_example import serve_example
 
 # Every format images.py checks, ICO included: GIF, BMP and TIFF are off by default too.
 EVERY_FORMAT = ImageLimits(formats=images.CHECKED_FORMATS)
@@ -356,14 +355,9 @@ def test_config_values_are_read(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, saved_model_dir):
-    formats = ",".join(images.CHECKED_FORMATS)
-    with serve_example(
-        tmp_path_factory.mktemp("formats"),
-        saved_model_dir,
-        extra_env={"CAIKIT_COMPUTER_VISION_IMAGE_FORMATS": formats},
-    ) as served:
-        yield served
+def served(served_tuned):
+    """The runtime that accepts every format (conftest's ``runtime`` and ``predict`` come from it)."""
+    return served_tuned
 
 
 def _refusal(predict, data: bytes) -> str:
