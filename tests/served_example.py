@@ -1,7 +1,8 @@
 """A served example runtime and what the end-to-end tests do with one: predict, train, wait.
 
-A start takes 10 to 30 s on two cores, so tests share runtimes (tests/conftest.py's ``served``,
-or one per module where a module needs other settings). The gRPC predict call is the runtime
+A start takes 10 to 30 s on two cores, so tests share runtimes (tests/conftest.py's ``served``
+with runtime_config.yaml as it is, ``served_tuned`` with the settings below, or one per module
+where a module needs settings of its own). The gRPC predict call is the runtime
 harness's; results are checked the same way whatever the test sent; a test waits on a condition
 with a bound (``wait_until``, ``wait_for_training``), never for a fixed time.
 """

@@ -1,7 +1,8 @@
 """What an HTTP client can hold, and what it can write to the log, against a real runtime.
 
-One runtime for the module, with the example's config and the connection limits made small
-through environment overrides (so that reaching them is quick): request heads within 2 s,
+One runtime (conftest.py's served_tuned, shared with test_image_formats), with the example's
+config and the connection limits made small through environment overrides (so that reaching
+them is quick; served_example.TUNED_ENV): request heads within 2 s,
 bodies within 2 s, 16 HTTP connections, 2 metrics connections answered within 1.5 s. Each test
 does what a slow, careless or hostile client would, over raw sockets where a library would
 finish the request for us, and checks the answer, the process (/proc) and the log.
