@@ -19,7 +19,6 @@ from torch.profiler import ProfilerActivity, profile
 import torch
 
 # First Party
-import caikit_computer_vision  # noqa: F401  (configures caikit before the imports below)
 from caikit_computer_vision.defaults import DEFAULT_SEED, DEFAULT_TRAIN_BATCH_SIZE
 from caikit_computer_vision.labelled_images import load_labelled_images
 from caikit_computer_vision.torch_device import select_device

@@ -25,7 +25,6 @@ import time
 import torch
 
 # First Party
-import caikit_computer_vision  # noqa: F401  (configures caikit before the imports below)
 from caikit_computer_vision.defaults import (
     DEFAULT_SEED,
     DEFAULT_THRESHOLD,

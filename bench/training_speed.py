@@ -25,7 +25,6 @@ import tempfile
 import torch
 
 # First Party
-import caikit_computer_vision  # noqa: F401  (configures caikit before the imports below)
 from caikit_computer_vision.defaults import DEFAULT_SEED
 from caikit_computer_vision.labelled_images import load_labelled_images
 from caikit_computer_vision.training import EpochReport, Recipe

@@ -14,6 +14,7 @@ import time
 
 # Local
 from example_tools.ports import listens_on
+import common
 
 RULE = "-" * 72
 
@@ -59,7 +60,7 @@ def serving_block(pid: int, host: str, ports: Dict[str, int], models_dir: pathli
         for path in pathlib.Path(models_dir).iterdir()
         if path.is_dir() and not path.name.startswith(".")
     )
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = common.HOST if host in ("0.0.0.0", "::") else host
     return "\n".join(
         [
             RULE,
