@@ -1,17 +1,15 @@
 """Throughput: predictions per second with 1, 2, 4 and 8 concurrent gRPC clients.
 
 The baseline is the best sequential loop of ``module.run`` in this process, with torch on one
-thread (the runtime's setting) and on two; every round measures it again beside each gRPC
+thread and on two; every round measures it again beside each gRPC
 window. The clients are example_tools/load_generator.py's ``PredictClients`` (a thread and a channel each),
 on this machine like the server. The same clients against the gRPC floor (bench/grpc_floor.py)
 show the most that any Python gRPC service reaches here.
 
 Settings are caikit config overrides in the runtime's environment, measured in the same rounds:
-torch's intra-op threads (``caikit_computer_vision.torch_threads``) and the server's thread pool
-(``runtime.server_thread_pool_size``; 100 is caikit's default). caikit's dynamic batching
-(``runtime.batching``) is not among them: caikit 0.29.0 wraps a batched model in a ``Batcher``
-that its task predict RPC rejects (``_verify_model_task`` reads ``model.__class__.tasks``), so
-every predict answers INTERNAL "type object 'Batcher' has no attribute 'tasks'".
+dynamic batching off (``caikit_computer_vision.predict_batch_size`` 1), torch's intra-op threads
+fixed at one (``caikit_computer_vision.torch_threads`` 1, where 0 follows the load) and the
+server's thread pool (``runtime.server_thread_pool_size``; 100 is caikit's default).
 """
 
 # Standard
@@ -46,7 +44,8 @@ DEFAULT_SETTING = "runtime_config.yaml"
 # Each: the runtime's environment (caikit config overrides) on top of runtime_config.yaml.
 SETTINGS: Dict[str, Dict[str, str]] = {
     DEFAULT_SETTING: {},
-    "torch_threads 2": {"CAIKIT_COMPUTER_VISION_TORCH_THREADS": "2"},
+    "predict_batch_size 1": {"CAIKIT_COMPUTER_VISION_PREDICT_BATCH_SIZE": "1"},
+    "torch_threads 1": {"CAIKIT_COMPUTER_VISION_TORCH_THREADS": "1"},
     "server_thread_pool_size 100": {"RUNTIME_SERVER_THREAD_POOL_SIZE": "100"},
 }
 IN_PROCESS_THREADS = (1, 2)
