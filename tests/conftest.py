@@ -82,8 +82,9 @@ def served(tmp_path_factory, saved_model_dir):
 
 @pytest.fixture(scope="session")
 def served_tuned(tmp_path_factory, saved_model_dir):
-    """One runtime with small HTTP limits and every image format accepted
-    (served_example.TUNED_ENV), shared by test_http_bounds and test_image_formats."""
+    """One runtime with small HTTP limits, a short request-message timeout and every image
+    format accepted (served_example.TUNED_ENV), shared by test_http_bounds, test_image_formats
+    and test_request_costs."""
     # Local
     from .served_example import TUNED_ENV, serve_example
 

@@ -51,15 +51,19 @@ BODY_TIMEOUT_S = 2
 MAX_HTTP_CONNECTIONS = 16
 MAX_METRICS_CONNECTIONS = 2
 METRICS_TIMEOUT_S = 1.5
+# A short wait for a request message, so that the reaper is seen at work
+# (tests/test_request_costs.py).
+REQUEST_MESSAGE_TIMEOUT_S = 3
 # Every format images.py checks, ICO included: GIF, BMP, TIFF and ICO are off by default
-# (tests/test_image_formats.py). The HTTP limits change nothing that those tests send, nor the
-# formats anything that test_http_bounds sends, so one runtime serves both.
+# (tests/test_image_formats.py). No setting changes what the other modules send (HTTP limits,
+# gRPC messages that never come, images of other formats), so one runtime serves the three.
 TUNED_ENV = {
     "CAIKIT_COMPUTER_VISION_HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
     "CAIKIT_COMPUTER_VISION_HTTP_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
     "CAIKIT_COMPUTER_VISION_MAX_HTTP_CONNECTIONS": str(MAX_HTTP_CONNECTIONS),
     "CAIKIT_COMPUTER_VISION_MAX_METRICS_CONNECTIONS": str(MAX_METRICS_CONNECTIONS),
     "CAIKIT_COMPUTER_VISION_METRICS_CONNECTION_TIMEOUT_S": str(METRICS_TIMEOUT_S),
+    "CAIKIT_COMPUTER_VISION_REQUEST_MESSAGE_TIMEOUT_S": str(REQUEST_MESSAGE_TIMEOUT_S),
     "CAIKIT_COMPUTER_VISION_IMAGE_FORMATS": ",".join(images.CHECKED_FORMATS),
 }
 

@@ -1,8 +1,8 @@
 """What a client's request may cost the runtime: threads while it sends nothing, a log line per
 bad message, and for a Train that will be refused, no more than a look at its name and paths.
 
-One runtime for the module, with a short request-message timeout so that the reaper is seen at
-work. The hostile calls are the ones the availability probe made: a unary predict called as if
+One runtime (conftest.py's served_tuned, shared with test_http_bounds and test_image_formats),
+with a short request-message timeout so that the reaper is seen at work. The hostile calls are the ones the availability probe made: a unary predict called as if
 it were client-streaming, whose message never comes, on one connection and on many; Train
 requests naming a model that exists, and an image with more boxes than the limit.
 """
@@ -23,11 +23,9 @@ import pytest
 from example_tools.runtime_harness import PREDICT_METHOD, predict_callable
 from example_tools.synthetic_data import render_example
 
-from .served_example import TRAIN_ROUTE, serve_example, train_body, wait_until
+from .served_example import REQUEST_MESSAGE_TIMEOUT_S, TRAIN_ROUTE, train_body, wait_until
 
 IMAGE, _ = render_example("cat")
-TIMEOUT_S = 3
-LIMITS_ENV = {"CAIKIT_COMPUTER_VISION_REQUEST_MESSAGE_TIMEOUT_S": str(TIMEOUT_S)}
 # How long a good call may take while the runtime is under attack (the issue's goal).
 GOOD_CALL_S = 1.0
 # The launcher's pool: runtime_config.yaml's server_thread_pool_size.
@@ -35,10 +33,9 @@ POOL_THREADS = 48
 
 
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory, saved_model_dir):
-    with serve_example(tmp_path_factory.mktemp("request_costs"), saved_model_dir, LIMITS_ENV) as served:
-        served.predict(IMAGE)  # the model is loaded before any test measures
-        yield served.runtime
+def runtime(served_tuned):
+    served_tuned.predict(IMAGE)  # the model is loaded before any test measures
+    return served_tuned.runtime
 
 
 def _own_channel(runtime) -> grpc.Channel:
@@ -122,13 +119,14 @@ def test_a_call_that_never_sends_is_cancelled_after_the_timeout(runtime):
     attack = HalfOpenCalls(runtime, connections=1, per_connection=1)
     try:
         started = time.monotonic()
-        wait_until(attack.calls[0].done, TIMEOUT_S + 5, "the silent call ended", interval=0.05)
-        assert TIMEOUT_S - 0.5 <= time.monotonic() - started <= TIMEOUT_S + 5
+        timeout = REQUEST_MESSAGE_TIMEOUT_S
+        wait_until(attack.calls[0].done, timeout + 5, "the silent call ended", interval=0.05)
+        assert timeout - 0.5 <= time.monotonic() - started <= timeout + 5
         assert attack.calls[0].code() == grpc.StatusCode.CANCELLED
     finally:
         attack.close()
     wait_until(
-        lambda: f"no request message within {TIMEOUT_S} s" in runtime.log(),
+        lambda: f"no request message within {REQUEST_MESSAGE_TIMEOUT_S} s" in runtime.log(),
         5,
         lambda: f"the log line of the cancelled call (log ends: {runtime.log()[-2000:]})",
     )
@@ -141,7 +139,9 @@ def test_a_refused_call_is_answered_without_waiting_for_its_message(runtime):
         method="/caikit.runtime.models.ModelManagement/DeployModel",
     )
     try:
-        wait_until(attack.calls[0].done, TIMEOUT_S / 2, "the refusal", interval=0.05)
+        wait_until(
+            attack.calls[0].done, REQUEST_MESSAGE_TIMEOUT_S / 2, "the refusal", interval=0.05
+        )
         assert attack.calls[0].code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         attack.close()
