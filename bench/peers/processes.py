@@ -72,6 +72,25 @@ def tree_rss_mib(pid: int) -> float:
     return total_kib / 1024
 
 
+def _signal_tree(pid: int, signal_number: int) -> None:
+    for member in process_tree(pid):
+        try:
+            os.kill(member, signal_number)
+        except ProcessLookupError:
+            pass
+
+
+def pause(pid: int) -> None:
+    """Stop ``pid``'s whole process tree (SIGSTOP): a server not under test takes no CPU, not
+    even a loop that polls a queue every millisecond (LitServe's, 5 to 12 % of a core here)."""
+    _signal_tree(pid, signal.SIGSTOP)
+
+
+def resume(pid: int) -> None:
+    """Continue ``pid``'s process tree (SIGCONT) after ``pause``."""
+    _signal_tree(pid, signal.SIGCONT)
+
+
 def _listening_sockets() -> Dict[str, Tuple[str, int]]:
     """{socket inode: (address, port)} of every listening TCP socket on this machine."""
     sockets = {}
@@ -191,6 +210,7 @@ class ServerProcess:
         tree is left after ``STOP_TIMEOUT_S``; then the shared memory named after its processes
         (PyTriton's ``/dev/shm/pytrtion<pid>-*``) is removed."""
         tree = {member: _start_time(member) for member in process_tree(self.pid)}
+        resume(self.pid)  # a paused process acts on no signal but SIGKILL
         for signal_number, target, timeout_s in (
             (signal.SIGINT, os.kill, INTERRUPT_TIMEOUT_S),
             (signal.SIGTERM, os.killpg, STOP_TIMEOUT_S),

@@ -1,29 +1,37 @@
 """The runtime against the servers a user would pick instead, serving the same model directories.
 
     .venv/bin/python -m bench --only peers            # about 25 minutes on 2 cores
-    .venv/bin/python -m bench --only peers --quick    # about 4 minutes: demo model, one round
+    .venv/bin/python -m bench --only peers --quick    # about 3 minutes: demo model, one round
     .venv/bin/python -m bench.peers.rounds --quick --servers ours fastapi   # some servers only
 
-Servers (each in its own process group, on free ports of 127.0.0.1, always stopped):
-our runtime (gRPC and HTTP, bench/served_models.py ``serving``); a plain FastAPI and a plain
-grpcio server (in .venv); KServe's ModelServer (REST v1 and gRPC v2), LitServe (without and with
-``max_batch_size 8``) and PyTriton (Triton's dynamic batching, CPU), each in its own venv built
-from bench/peer_requirements/ (bench/peers/venvs.py). Every peer runs
-``caikit_computer_vision.detection.Detector`` (the runtime's model call, without caikit) on the
-``hf_model/`` of the same saved models as the runtime.
+Servers, each on free ports of 127.0.0.1 (checked: every listening socket of its process tree),
+each in a process group of its own and always stopped: our runtime (gRPC and HTTP, through
+bench/served_models.py ``serving``); a plain FastAPI and a plain grpcio server (in .venv);
+KServe's ModelServer (REST v1 and gRPC v2), LitServe (without and with ``max_batch_size 8``) and
+PyTriton (the Triton server of its wheel, dynamic batching, CPU), each peer in a venv of its own
+built from bench/peer_requirements/ (bench/peers/venvs.py; reused while its requirements are
+unchanged). Every peer runs ``caikit_computer_vision.detection.Detector``, the runtime's model
+call without caikit, on the ``hf_model/`` of the same saved models as the runtime, with torch's
+default threads.
 
-Correctness first: each time a server starts, it answers 3 images (64x64, 640x480, 300x200 JPEG)
-for every model, and every answer is compared with ``Detector.detect`` in this process (labels
-and boxes exactly, scores to 1e-4); a server that differs is printed and its figures marked.
+Correctness first: once started, every server answers 3 images (64x64, 640x480 and 300x200
+JPEG) for every model, and every answer is compared with ``Detector.detect`` in this process
+(labels and boxes exactly, scores to 1e-4); a server that differs is printed and its figures are
+marked.
 
-Load: for each server protocol a load process of its own (bench/peers/load.py, in the venv of
-that protocol's client) runs 1 or 8 client threads, each with its own connection, sending the
-same JPEG back to back; requests/s and p50 latency count the calls that end in a fixed window
-after a warm-up. Rounds: every server once per round (the order rotates), each server running
-alone while measured; the figures are medians over the rounds, and the ratio ours gRPC / best
-peer is the median of the per-round ratios. Full run: 3 rounds, demo model (3 s windows) and
-the yolos-tiny-size model (8 s windows), 64x64 and 640x480 images, 1 and 8 clients: about 25
-minutes on 2 cores (servers' starts included), plus the peers' venvs the first time.
+Load: for each protocol a load process of its own (bench/peers/load.py, in the venv of that
+protocol's client) runs 1 or 8 client threads, each with its own connection or channel, sending
+the same JPEG back to back; requests/s and p50 latency count the calls that end within a window
+after a warm-up. Rounds: every server is measured once per round, alone: the others are paused
+(SIGSTOP to their process trees; LitServe's loop takes 5 to 12 % of a core while idle), and the
+order rotates from round to round. Figures are medians over the rounds; the ratio ours gRPC /
+best peer is the median of the per-round ratios, the best peer being the one with the highest
+median requests/s in that row. Idle RSS is of each server's whole process tree.
+
+Full run: 3 rounds of 9 server protocols x 2 models (the demo model with 3 s windows, the
+yolos-tiny-size model with 7 s windows) x 2 images x 1 and 8 clients, after the servers' starts
+(about 3 minutes): about 25 minutes on 2 cores, plus the peers' venvs the first time (a few
+minutes; pip's logs in bench/.peer_venvs/).
 """
 
 # Standard
@@ -47,7 +55,13 @@ from PIL import Image
 # Local
 from bench.figures import Figure, Target, render_table
 from bench.peers import venvs
-from bench.peers.processes import check_loopback_only, running_server, tree_rss_mib
+from bench.peers.processes import (
+    check_loopback_only,
+    pause,
+    resume,
+    running_server,
+    tree_rss_mib,
+)
 from bench.peers.protocol import Answer, answer_rows, answers_differ
 from bench.served_models import (
     ARCHITECTURE_OF,
@@ -151,7 +165,7 @@ PLANS = {
     False: Plan(
         (DEMO_MODEL_ID, YOLOS_TINY_MODEL_ID),
         rounds=3,
-        windows={DEMO_MODEL_ID: Window(0.5, 3.0), YOLOS_TINY_MODEL_ID: Window(1.0, 7.0)},
+        windows={DEMO_MODEL_ID: Window(0.5, 3.0), YOLOS_TINY_MODEL_ID: Window(0.5, 7.0)},
     ),
     True: Plan((DEMO_MODEL_ID,), rounds=1, windows={DEMO_MODEL_ID: Window(0.3, 1.0)}),
 }
@@ -290,7 +304,16 @@ def started(
         yield process.pid, ports
 
 
-def run_block(
+@dataclass
+class Running:
+    """A started server: its process, ports and one load process per variant."""
+
+    server: Server
+    pid: int
+    loads: Dict[str, LoadProcess]
+
+
+def start_and_check(
     server: Server,
     pythons: Dict[str, pathlib.Path],
     saved: pathlib.Path,
@@ -299,29 +322,37 @@ def run_block(
     plan: Plan,
     results: Results,
     work: pathlib.Path,
-) -> None:
-    """Start ``server``, check its answers, measure every cell of every variant, stop it."""
+    stack: ExitStack,
+) -> Running:
+    """Start ``server`` (stopped when ``stack`` closes), check every variant's answers and
+    record the start's time and the idle RSS."""
     began = time.monotonic()
-    with ExitStack() as stack:
-        pid, ports = stack.enter_context(started(server, pythons, saved, plan.models, work))
-        loads = {}
-        for variant in server.variants:
-            load = LoadProcess(
-                _python(server, pythons), variant.protocol, f"127.0.0.1:{ports[variant.port]}", _env()
-            )
-            stack.callback(load.close)
-            loads[variant.name] = load
-            for model in plan.models:
-                _check(variant.name, load, model, images, expected[model], results)
-        results.start_s.setdefault(server.name, []).append(time.monotonic() - began)
-        # Models loaded, a first call answered (more sockets may have opened since the start).
-        check_loopback_only(server.name, pid)
-        results.idle_rss_mib.setdefault(server.name, []).append(tree_rss_mib(pid))
-        for index, cell in enumerate(_cells(plan)):
-            names = list(loads)
-            names = names[index % len(names) :] + names[: index % len(names)]
-            for name in names:
-                _measure(name, loads[name], cell, images, plan, results)
+    pid, ports = stack.enter_context(started(server, pythons, saved, plan.models, work))
+    # Closed before the server stops (an ExitStack unwinds last in, first out).
+    stack.callback(resume, pid)
+    loads = {}
+    for variant in server.variants:
+        load = LoadProcess(
+            _python(server, pythons), variant.protocol, f"127.0.0.1:{ports[variant.port]}", _env()
+        )
+        stack.callback(load.close)
+        loads[variant.name] = load
+        for model in plan.models:
+            _check(variant.name, load, model, images, expected[model], results)
+    results.start_s[server.name] = [time.monotonic() - began]
+    # Models loaded, a first call answered (more sockets may have opened since the start).
+    check_loopback_only(server.name, pid)
+    results.idle_rss_mib[server.name] = [tree_rss_mib(pid)]
+    return Running(server, pid, loads)
+
+
+def run_block(running: Running, images: Dict[str, pathlib.Path], plan: Plan, results: Results) -> None:
+    """Every cell of every variant of one server, the variants alternating."""
+    for index, cell in enumerate(_cells(plan)):
+        names = list(running.loads)
+        names = names[index % len(names) :] + names[: index % len(names)]
+        for name in names:
+            _measure(name, running.loads[name], cell, images, plan, results)
 
 
 def _check(
@@ -377,23 +408,49 @@ def _measure(
 
 
 def measure(quick: bool, servers: Sequence[Server] = SERVERS) -> Tuple[Plan, Results]:
+    """Start every server, check its answers, then measure them in rounds, each server alone."""
     plan = PLANS[quick]
     pythons = venvs.ensure_all(sorted({s.venv for s in servers if s.venv}))
     results = Results()
-    with tempfile.TemporaryDirectory(prefix="ccv-bench-peers-") as temporary:
+    with tempfile.TemporaryDirectory(prefix="ccv-bench-peers-") as temporary, ExitStack() as stack:
         work = pathlib.Path(temporary)
         # serving() needs my_model whatever is measured.
         models = {DEMO_MODEL_ID: "tiny", **{m: ARCHITECTURE_OF[m] for m in plan.models}}
         save_models(work / "saved", models)
         images = make_images(work)
         expected = expected_answers(work / "saved", plan.models, images)
+        running = []
+        for server in servers:
+            server_dir = work / server.name
+            server_dir.mkdir()
+            running.append(
+                start_and_check(
+                    server, pythons, work / "saved", images, expected, plan, results, server_dir, stack
+                )
+            )
+            pause(running[-1].pid)
+            print(
+                f"  started {server.name} ({results.start_s[server.name][0]:.0f} s, "
+                f"{results.idle_rss_mib[server.name][0]:.0f} MiB idle)",
+                file=sys.stderr,
+                flush=True,
+            )
         for round_index in range(plan.rounds):
-            shift = round_index % len(servers)
-            for server in list(servers[shift:]) + list(servers[:shift]):
-                print(f"  round {round_index + 1}/{plan.rounds}: {server.name}", file=sys.stderr, flush=True)
-                block_dir = work / f"round-{round_index}-{server.name}"
-                block_dir.mkdir()
-                run_block(server, pythons, work / "saved", images, expected, plan, results, block_dir)
+            shift = round_index % len(running)
+            for server in running[shift:] + running[:shift]:
+                began = time.monotonic()
+                resume(server.pid)
+                results.idle_rss_mib[server.server.name].append(tree_rss_mib(server.pid))
+                try:
+                    run_block(server, images, plan, results)
+                finally:
+                    pause(server.pid)
+                print(
+                    f"  round {round_index + 1}/{plan.rounds}: {server.server.name} "
+                    f"({time.monotonic() - began:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return plan, results
 
 
