@@ -40,8 +40,6 @@ from bench.peers.protocol import (
 )
 
 CALL_TIMEOUT_S = 120.0
-# The runtime's HTTP predict route (bench/served_models.py; not imported: it imports caikit).
-OURS_HTTP_PATH = "/api/v1/task/object-detection"
 
 
 class JsonHttpClient:
@@ -84,9 +82,19 @@ def _rows_of_result(objects: List[dict]) -> Answer:
 
 
 class OursHttp(JsonHttpClient):
+    """The runtime's HTTP predict route, as bench/served_models.py's ``HttpPredict`` calls it
+    (with a threshold)."""
+
+    def __init__(self, address: str):
+        super().__init__(address)
+        # Local
+        from bench.served_models import HTTP_PREDICT_PATH  # imports caikit: .venv only
+
+        self._path = HTTP_PREDICT_PATH
+
     def answer(self, model: str, image: bytes, threshold: float) -> Answer:
         result = self.post(
-            OURS_HTTP_PATH,
+            self._path,
             {"model_id": model, "inputs": _b64(image), "parameters": {"threshold": threshold}},
         )
         return _rows_of_result(result["detected_objects"])

@@ -178,11 +178,13 @@ Cell = Tuple[str, str, int]
 class Results:
     """Everything measured, by variant."""
 
-    # [variant][cell] -> requests/s per round; None where the round failed
-    rates: Dict[str, Dict[Cell, List[float]]] = field(default_factory=dict)
-    p50_ms: Dict[str, Dict[Cell, List[float]]] = field(default_factory=dict)
-    idle_rss_mib: Dict[str, List[float]] = field(default_factory=dict)
-    start_s: Dict[str, List[float]] = field(default_factory=dict)
+    # [variant][cell] -> requests/s (p50 latency) in each round; None where a round failed
+    rates: Dict[str, Dict[Cell, List[Optional[float]]]] = field(default_factory=dict)
+    p50_ms: Dict[str, Dict[Cell, List[Optional[float]]]] = field(default_factory=dict)
+    # [server] -> RSS of its process tree once started and checked; after each round's load
+    idle_rss_mib: Dict[str, float] = field(default_factory=dict)
+    rss_after_load_mib: Dict[str, List[float]] = field(default_factory=dict)
+    start_s: Dict[str, float] = field(default_factory=dict)
     mismatches: Dict[str, List[str]] = field(default_factory=dict)
     failures: Dict[str, List[str]] = field(default_factory=dict)
 
@@ -339,10 +341,10 @@ def start_and_check(
         loads[variant.name] = load
         for model in plan.models:
             _check(variant.name, load, model, images, expected[model], results)
-    results.start_s[server.name] = [time.monotonic() - began]
+    results.start_s[server.name] = time.monotonic() - began
     # Models loaded, a first call answered (more sockets may have opened since the start).
     check_loopback_only(server.name, pid)
-    results.idle_rss_mib[server.name] = [tree_rss_mib(pid)]
+    results.idle_rss_mib[server.name] = tree_rss_mib(pid)
     return Running(server, pid, loads)
 
 
@@ -370,13 +372,12 @@ def _check(
         time.sleep(1.0)  # a server may listen before its model worker is ready
     if "error" in reply:
         raise RuntimeError(f"{variant} did not answer {model}: {reply['error']}")
+    mismatches = results.mismatches.setdefault(variant, [])
     for image, want, got in zip(images, expected, reply["answers"]):
         why = answers_differ(want, got, SCORE_TOLERANCE)
         if why:
-            message = f"{model} {image}: {why}"
-            print(f"ANSWERS DIFFER: {variant}: {message}", file=sys.stderr, flush=True)
-            results.mismatches.setdefault(variant, []).append(message)
-        results.mismatches.setdefault(variant, [])
+            mismatches.append(f"{model} {image}: {why}")
+            print(f"ANSWERS DIFFER: {variant}: {mismatches[-1]}", file=sys.stderr, flush=True)
 
 
 def _cells(plan: Plan) -> List[Cell]:
@@ -398,10 +399,14 @@ def _measure(
         message = f"{cell}: {reply.get('failed', 0)} failed calls; {why}"
         print(f"LOAD FAILED: {variant}: {message}", file=sys.stderr, flush=True)
         results.failures.setdefault(variant, []).append(message)
-        if "error" in reply or not reply["requests"]:
-            return
-    results.rates.setdefault(variant, {}).setdefault(cell, []).append(reply["requests_per_s"])
-    results.p50_ms.setdefault(variant, {}).setdefault(cell, []).append(reply["p50_ms"])
+    # A round without a figure keeps its place (None), so that rounds stay paired.
+    counted = "error" not in reply and reply["requests"]
+    results.rates.setdefault(variant, {}).setdefault(cell, []).append(
+        reply["requests_per_s"] if counted else None
+    )
+    results.p50_ms.setdefault(variant, {}).setdefault(cell, []).append(
+        reply["p50_ms"] if counted else None
+    )
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -430,8 +435,8 @@ def measure(quick: bool, servers: Sequence[Server] = SERVERS) -> Tuple[Plan, Res
             )
             pause(running[-1].pid)
             print(
-                f"  started {server.name} ({results.start_s[server.name][0]:.0f} s, "
-                f"{results.idle_rss_mib[server.name][0]:.0f} MiB idle)",
+                f"  started {server.name} ({results.start_s[server.name]:.0f} s, "
+                f"{results.idle_rss_mib[server.name]:.0f} MiB idle)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -440,9 +445,11 @@ def measure(quick: bool, servers: Sequence[Server] = SERVERS) -> Tuple[Plan, Res
             for server in running[shift:] + running[:shift]:
                 began = time.monotonic()
                 resume(server.pid)
-                results.idle_rss_mib[server.server.name].append(tree_rss_mib(server.pid))
                 try:
                     run_block(server, images, plan, results)
+                    results.rss_after_load_mib.setdefault(server.server.name, []).append(
+                        tree_rss_mib(server.pid)
+                    )
                 finally:
                     pause(server.pid)
                 print(
@@ -465,8 +472,13 @@ def run(quick: bool, servers: Sequence[Server] = SERVERS) -> List[Figure]:
 # -- the figures ------------------------------------------------------------------------------------
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values)
+def _median(values: Sequence[Optional[float]]) -> float:
+    """The median of the rounds that have a figure."""
+    return statistics.median(value for value in values if value is not None)
+
+
+def _measured(values: Optional[Sequence[Optional[float]]]) -> bool:
+    return any(value is not None for value in values or ())
 
 
 def _marked(variant: str, results: Results) -> str:
@@ -481,7 +493,7 @@ def _marked(variant: str, results: Results) -> str:
 def best_peer(results: Results, cell: Cell) -> Optional[str]:
     peers = [
         name for name, by_cell in results.rates.items()
-        if name not in OUR_VARIANTS and by_cell.get(cell)
+        if name not in OUR_VARIANTS and _measured(by_cell.get(cell))
     ]
     return max(peers, key=lambda name: _median(results.rates[name][cell]), default=None)
 
@@ -491,85 +503,102 @@ def _model_name(model: str) -> str:
 
 
 def markdown_table(plan: Plan, results: Results) -> str:
+    """The issue's table: requests/s by row, ours against the best peer."""
     lines = [
-        "| model | image | clients | ours gRPC | ours HTTP | best peer | ratio | p50 ours / best peer |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | image | clients | ours gRPC | ours HTTP | best peer | ratio "
+        "| p50 ours / best peer | HTTP / gRPC |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in _cells(plan):
         model, image, clients = cell
-        ours = results.rates.get("ours gRPC", {}).get(cell)
-        http = results.rates.get("ours HTTP", {}).get(cell)
+        ours = _rates(results, "ours gRPC", cell)
+        http = _rates(results, "ours HTTP", cell)
         best = best_peer(results, cell)
-        ratio = _paired_ratio(results, cell, best) if ours and best else None
+        ratios = _paired_ratio(results, cell, best) if _measured(ours) and best else []
         lines.append(
-            f"| {_model_name(model)} | {image} | {clients} "
-            f"| {_rate(ours)} | {_rate(http)} "
-            f"| {_marked(best, results) + ' ' + _rate(results.rates[best][cell]) if best else '-'} "
-            f"| {f'{_median(ratio):.2f}' if ratio else '-'} "
-            f"| {_p50(results, 'ours gRPC', cell)} / {_p50(results, best, cell)} |"
+            f"| {_model_name(model)} | {image} | {clients} | {_rate(ours)} | {_rate(http)} "
+            f"| {f'{_marked(best, results)} {_rate(_rates(results, best, cell))}' if best else '-'} "
+            f"| {f'{statistics.median(ratios):.2f}' if ratios else '-'} "
+            f"| {_p50(results, 'ours gRPC', cell)} / {_p50(results, best, cell)} "
+            f"| {f'{_median(http) / _median(ours):.2f}' if _measured(ours) and _measured(http) else '-'} |"
         )
-    rss = ", ".join(
-        f"{name} {_median(values):.0f} MiB" for name, values in results.idle_rss_mib.items()
-    )
-    return "\n".join(lines) + f"\n\nIdle RSS (whole process tree): {rss}\n"
+    rss = ", ".join(f"{name} {mib:.0f} MiB" for name, mib in results.idle_rss_mib.items())
+    return "\n".join(lines) + f"\n\nIdle RSS (whole process tree, once started): {rss}\n"
 
 
-def _rate(values: Optional[List[float]]) -> str:
-    if not values:
+def _rates(results: Results, variant: Optional[str], cell: Cell) -> List[Optional[float]]:
+    return results.rates.get(variant or "", {}).get(cell, [])
+
+
+def _rate(values: List[Optional[float]]) -> str:
+    if not _measured(values):
         return "-"
     value = _median(values)
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _p50(results: Results, variant: Optional[str], cell: Cell) -> str:
-    values = results.p50_ms.get(variant or "", {}).get(cell)
-    return f"{_median(values):.4g} ms" if values else "-"
+    values = results.p50_ms.get(variant or "", {}).get(cell, [])
+    return f"{_median(values):.4g} ms" if _measured(values) else "-"
 
 
 def _paired_ratio(results: Results, cell: Cell, peer: str) -> List[float]:
-    ours, theirs = results.rates["ours gRPC"][cell], results.rates[peer][cell]
-    return [a / b for a, b in zip(ours, theirs) if b > 0]
+    """Ours gRPC / ``peer`` in each round where both have a figure."""
+    ours, theirs = _rates(results, "ours gRPC", cell), _rates(results, peer, cell)
+    return [a / b for a, b in zip(ours, theirs) if a is not None and b]
 
 
 def figures(plan: Plan, results: Results) -> List[Figure]:
+    """One figure per row (ours gRPC / best peer, every variant's req/s and p50 in its
+    details), the idle RSS of each server, and the answers that differed."""
     found = []
     for cell in _cells(plan):
         model, image, clients = cell
         best = best_peer(results, cell)
-        if best is None or not results.rates.get("ours gRPC", {}).get(cell):
+        ratios = _paired_ratio(results, cell, best) if best else []
+        if not ratios:
             continue
+        measured = [v for v in results.rates if _measured(_rates(results, v, cell))]
         details = {}
-        for variant, by_cell in results.rates.items():
-            if by_cell.get(cell):
-                details[f"req_per_s {variant}"] = _median(by_cell[cell])
-                details[f"p50_ms {variant}"] = _median(results.p50_ms[variant][cell])
-        per_variant = ", ".join(
-            f"{_marked(variant, results)} {_rate(by_cell[cell])}"
-            for variant, by_cell in results.rates.items() if by_cell.get(cell)
-        )
+        for variant in measured:
+            details[f"req_per_s {variant}"] = _median(_rates(results, variant, cell))
+            details[f"p50_ms {variant}"] = _median(results.p50_ms[variant][cell])
         found.append(
             Figure.of_samples(
                 GROUP,
                 f"ours gRPC / best peer ({_model_name(model)}, {image}, {clients} client(s))",
-                _paired_ratio(results, cell, best),
+                ratios,
                 "x",
                 target=TARGET,
-                note=f"best peer {_marked(best, results)}; p50 ours {_p50(results, 'ours gRPC', cell)} "
-                f"vs {_p50(results, best, cell)}; req/s: {per_variant}",
+                note=f"best peer {_marked(best, results)}; p50 ours "
+                f"{_p50(results, 'ours gRPC', cell)} vs {_p50(results, best, cell)}; req/s: "
+                + ", ".join(
+                    f"{_marked(v, results)} {_rate(_rates(results, v, cell))}" for v in measured
+                ),
                 details=details,
             )
         )
-    for server, values in results.idle_rss_mib.items():
+    for server, idle_mib in results.idle_rss_mib.items():
+        after = results.rss_after_load_mib.get(server, [])
         found.append(
-            Figure.of_samples(
-                GROUP, f"idle RSS, process tree ({server})", values, "MiB",
-                note=f"start to first answers {_median(results.start_s[server]):.1f} s",
+            Figure(
+                GROUP,
+                f"idle RSS, process tree ({server})",
+                idle_mib,
+                "MiB",
+                note=f"started and checked in {results.start_s[server]:.1f} s"
+                + (f"; {max(after):.0f} MiB after its loads" if after else ""),
             )
         )
     for variant, mismatches in results.mismatches.items():
         found.append(
-            Figure(GROUP, f"answers differing from Detector.detect ({variant})", len(mismatches), "",
-                   note="; ".join(mismatches[:3]))
+            Figure(
+                GROUP,
+                f"answers differing from Detector.detect ({variant})",
+                len(mismatches),
+                "",
+                note="; ".join(mismatches[:3]),
+            )
         )
     return found
 
