@@ -311,10 +311,19 @@ def test_an_icon_frame_without_a_header_is_refused(frame, reason):
         decode_image(ico_wrapping(frame), EVERY_FORMAT)
 
 
-@pytest.mark.parametrize("length", [4, 6 + 8, 6 + 16, 6 + 16 + 20])
-def test_a_truncated_icon_is_refused(length):
+@pytest.mark.parametrize(
+    "length, reason",
+    [
+        # Not even the directory: no format can be told.
+        (4, r"inputs \(4 bytes\) is not a complete image \(unknown format\)"),
+        (6 + 8, r"a truncated ICO file \(frame 1 of 1 is missing\)"),  # half a directory entry
+        (6 + 16, "whose frame 1 has no readable PNG or BMP header"),  # the entry, no frame
+        (6 + 16 + 20, "whose frame 1 has no readable PNG or BMP header"),  # part of the header
+    ],
+)
+def test_a_truncated_icon_is_refused(length, reason):
     icon = ico_wrapping(blank_png(48, 48, color_type=2, bit_depth=8))
-    with pytest.raises(ValueError, match="ICO file|not a complete image"):
+    with pytest.raises(ValueError, match=reason):
         decode_image(icon[:length], EVERY_FORMAT)
 
 
@@ -323,7 +332,7 @@ def test_the_first_bytes_of_any_image_are_refused_as_a_value_error(name):
     """Pillow's format tests read a few header bytes: a shorter input must not break them."""
     data = VALID[name]()
     for length in range(1, 33):
-        with pytest.raises(ValueError, match="not a complete image|pixels"):
+        with pytest.raises(ValueError, match="not a complete image"):
             decode_image(data[:length], EVERY_FORMAT)
 
 
