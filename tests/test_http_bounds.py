@@ -243,15 +243,7 @@ def test_control_characters_of_a_path_are_logged_escaped(runtime):
     assert rb"GET /x\x1b[31mRED\r\nFAKE\x00" in logged, logged
 
 
-def test_an_http_client_error_is_one_warning_without_a_traceback(runtime):
-    """A threshold out of range: caikit logged 32 lines with a traceback for it."""
-    offset = runtime.log_path.stat().st_size
-    status, answer = runtime.http("POST", PREDICT_ROUTE, _predict_body(threshold=5.0))
-    assert status == 400, answer
-    logged = _log_after(runtime, offset, answer["id"].encode()).decode(errors="replace")
-    assert "Traceback" not in logged
-    naming_it = [line for line in logged.splitlines() if answer["id"] in line]
-    assert len(naming_it) == 1 and ":WARN:" in naming_it[0], naming_it
+# A client error over HTTP is one warning line: tests/test_request_costs.py, with gRPC's.
 
 
 # -- open files ---------------------------------------------------------------------------------

@@ -301,3 +301,5 @@ def test_a_client_error_is_one_warning_line_over_grpc_and_http(runtime, threshol
     wait_until(lambda: says in runtime.log()[len(before):], 5, f"log line {says!r}")
     lines = _new_log_lines(runtime, before)
     assert len(lines) == 1 and ":WARN:" in lines[0] and says in lines[0], lines
+    assert answer["id"] in lines[0]  # the id the client was given finds the line
+    assert "Traceback" not in runtime.log()[len(before):]
