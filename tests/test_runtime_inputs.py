@@ -2,7 +2,7 @@
 
 A bad input gets INVALID_ARGUMENT with a message that says what to fix (or RESOURCE_EXHAUSTED
 for a message over the configured size), never INTERNAL; an odd but valid image gets a result.
-One runtime serves the whole module.
+The shared runtime of tests/conftest.py (``served``) serves the whole module.
 """
 
 # Standard
