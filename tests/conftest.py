@@ -70,8 +70,10 @@ def served(tmp_path_factory, saved_model_dir):
     """One runtime of the example with runtime_config.yaml as it is, and a gRPC predict on it.
 
     Shared by every test module that needs no other configuration (a start takes 10 to 30 s on
-    two cores): they predict, fuzz, or damage copies of my_model they make themselves, never
-    my_model. Modules that need other settings start their own.
+    two cores): they predict, fuzz, train new models, add data under train_data/, or damage
+    copies of my_model they make themselves, never my_model, and none asserts on what models/
+    holds beyond its own models. Modules that need other settings use ``served_tuned`` or start
+    their own.
     """
     # Local
     from .served_example import serve_example  # imports this module's image helpers
