@@ -18,10 +18,12 @@ import time
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 import grpc
 import pytest
+import yaml
 
 # Local
 from example_tools.runtime_harness import PREDICT_METHOD, predict_callable
 from example_tools.synthetic_data import render_example
+import common
 
 from .served_example import REQUEST_MESSAGE_TIMEOUT_S, TRAIN_ROUTE, train_body, wait_until
 
@@ -30,6 +32,11 @@ IMAGE, _ = render_example("cat")
 GOOD_CALL_S = 1.0
 # The launcher's pool: runtime_config.yaml's server_thread_pool_size.
 POOL_THREADS = 48
+# Calls the door lets wait for their message at once; a further one cancels the one that has
+# waited longest (runtime_config.yaml).
+AWAITING_LIMIT = yaml.safe_load(common.RUNTIME_CONFIG.read_text())["caikit_computer_vision"][
+    "max_calls_awaiting_request"
+]
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +95,23 @@ def _good_calls_answer(runtime) -> List[float]:
     return [predict_s, health_s]
 
 
+def _wait_until_the_door_took_every_call(attack: HalfOpenCalls) -> None:
+    """Every call reached the door: all but the last AWAITING_LIMIT were cancelled to make room
+    (the calls that waited longest), and nothing else ended them."""
+    wait_until(
+        lambda: sum(call.done() for call in attack.calls) >= len(attack.calls) - AWAITING_LIMIT,
+        10,
+        f"{len(attack.calls) - AWAITING_LIMIT} of {len(attack.calls)} silent calls cancelled",
+        interval=0.05,
+    )
+    ended = [call.code() for call in attack.calls if call.done()]
+    assert set(ended) == {grpc.StatusCode.CANCELLED}
+
+
 def test_calls_that_never_send_on_one_connection_leave_threads_for_good_calls(runtime):
     attack = HalfOpenCalls(runtime, connections=1, per_connection=POOL_THREADS)
     try:
-        time.sleep(0.5)  # let the server take every call it will take
+        _wait_until_the_door_took_every_call(attack)
         assert max(_good_calls_answer(runtime)) < GOOD_CALL_S
     finally:
         attack.close()
@@ -100,17 +120,8 @@ def test_calls_that_never_send_on_one_connection_leave_threads_for_good_calls(ru
 def test_calls_that_never_send_on_many_connections_leave_threads_for_good_calls(runtime):
     attack = HalfOpenCalls(runtime, connections=POOL_THREADS, per_connection=1)
     try:
-        time.sleep(0.5)
+        _wait_until_the_door_took_every_call(attack)
         assert max(_good_calls_answer(runtime)) < GOOD_CALL_S
-        # The door made room by cancelling the calls that waited longest.
-        wait_until(
-            lambda: sum(call.done() for call in attack.calls) >= POOL_THREADS // 2,
-            5,
-            f"{POOL_THREADS // 2} of the waiting calls cancelled",
-            interval=0.05,
-        )
-        ended = [call.code() for call in attack.calls if call.done()]
-        assert set(ended) == {grpc.StatusCode.CANCELLED}
     finally:
         attack.close()
 
