@@ -25,8 +25,8 @@ from caikit_computer_vision.images import ImageLimits, decode_image
 from example_tools import hostile_images
 
 from .conftest import noise_image
+from .image_files import EVERY_FORMAT, MAX_GROWTH_MB, ico_wrapping, peak_growth_mb
 from .served_example import assert_serves_normally, predict_status
-from .test_image_formats import EVERY_FORMAT, MAX_GROWTH_MB, ico_wrapping, peak_growth_mb
 
 # -- JPEG scans --------------------------------------------------------------------------------
 

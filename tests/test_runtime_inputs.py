@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 import io
 import math
-import struct
-import zlib
 
 # Third Party
 from PIL import Image
@@ -24,7 +22,7 @@ from caikit_computer_vision.defaults import MAX_IMAGE_PIXELS
 from example_tools.hostile_images import png_chunk
 
 from .conftest import encode_image, noise_image
-from .test_image_formats import ico_png_bomb
+from .image_files import blank_png, ico_png_bomb
 from .served_example import (
     MAX_MESSAGE_BYTES,
     assert_serves_normally,
@@ -47,20 +45,6 @@ def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def black_1_bit_png(width: int, height: int) -> bytes:
-    """A complete, decodable 1-bit PNG, written row by row (Pillow would hold a byte a pixel)."""
-    row = b"\x00" * (1 + (width + 7) // 8)  # filter type 0, then the packed pixels
-    compressor = zlib.compressobj(9)
-    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", pixels)
-        + png_chunk(b"IEND", b"")
-    )
 
 
 def png_with_empty_ihdr_chunk() -> bytes:
@@ -105,7 +89,7 @@ BAD_REQUESTS = {
         ("not a complete image", "Truncated IHDR chunk", WHAT_TO_SEND),
     ),
     "decompression-bomb": BadRequest(
-        lambda: black_1_bit_png(BOMB_SIDE, BOMB_SIDE),
+        lambda: blank_png(BOMB_SIDE, BOMB_SIDE),
         None,
         INVALID,
         (f"{BOMB_SIDE * BOMB_SIDE} pixels", f"limit is {MAX_IMAGE_PIXELS}", "send a smaller image"),
@@ -135,7 +119,7 @@ BAD_REQUESTS = {
 def test_the_bombs_writer_makes_an_image_the_runtime_decodes(served):
     """So the bomb is refused for its size, not because its writer made a broken file."""
     width, height = 300, 200
-    result = served.predict(black_1_bit_png(width, height), 0.0)
+    result = served.predict(blank_png(width, height), 0.0)
     assert result.detected_objects
     assert_well_formed(result, width, height)
 
