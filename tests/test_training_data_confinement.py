@@ -17,8 +17,8 @@ import pytest
 # Local
 from example_tools.synthetic_data import generate_train_data
 
+from .conftest import encode_image, noise_image
 from .served_example import TRAIN_ROUTE, train_body, wait_for_training
-from .test_label_format import write_jpeg
 
 SECRET_NAME = "private-target"
 
@@ -32,7 +32,7 @@ def runtime(served, tmp_path_factory):
     """
     runtime = served.runtime
     outside = tmp_path_factory.mktemp(SECRET_NAME)
-    write_jpeg(outside / f"{SECRET_NAME}.jpg", 64, 64)
+    (outside / f"{SECRET_NAME}.jpg").write_bytes(encode_image(noise_image(64, 64)))
     (outside / "labels.txt").write_text("00000.jpg\tcat\t(1, 20, 2, 30)\n")
     train_data = runtime.work_dir / "train_data"
     linked = train_data / "linked"
