@@ -108,17 +108,13 @@ def _wait_until_the_door_took_every_call(attack: HalfOpenCalls) -> None:
     assert set(ended) == {grpc.StatusCode.CANCELLED}
 
 
-def test_calls_that_never_send_on_one_connection_leave_threads_for_good_calls(runtime):
-    attack = HalfOpenCalls(runtime, connections=1, per_connection=POOL_THREADS)
-    try:
-        _wait_until_the_door_took_every_call(attack)
-        assert max(_good_calls_answer(runtime)) < GOOD_CALL_S
-    finally:
-        attack.close()
-
-
-def test_calls_that_never_send_on_many_connections_leave_threads_for_good_calls(runtime):
-    attack = HalfOpenCalls(runtime, connections=POOL_THREADS, per_connection=1)
+@pytest.mark.parametrize(
+    "connections, per_connection",
+    [(1, POOL_THREADS), (POOL_THREADS, 1)],
+    ids=["on-one-connection", "on-many-connections"],
+)
+def test_calls_that_never_send_leave_threads_for_good_calls(runtime, connections, per_connection):
+    attack = HalfOpenCalls(runtime, connections=connections, per_connection=per_connection)
     try:
         _wait_until_the_door_took_every_call(attack)
         assert max(_good_calls_answer(runtime)) < GOOD_CALL_S
