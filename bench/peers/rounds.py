@@ -1,7 +1,7 @@
 """The runtime against the servers a user would pick instead, serving the same model directories.
 
     .venv/bin/python -m bench --only peers            # about 25 minutes on 2 cores
-    .venv/bin/python -m bench --only peers --quick    # about 3 minutes: demo model, one round
+    .venv/bin/python -m bench --only peers --quick    # about 2.5 minutes: demo model, one round
     .venv/bin/python -m bench.peers.rounds --quick --servers ours fastapi   # some servers only
 
 Servers, each on free ports of 127.0.0.1 (checked: every listening socket of its process tree),
@@ -22,16 +22,18 @@ marked.
 Load: for each protocol a load process of its own (bench/peers/load.py, in the venv of that
 protocol's client) runs 1 or 8 client threads, each with its own connection or channel, sending
 the same JPEG back to back; requests/s and p50 latency count the calls that end within a window
-after a warm-up. Rounds: every server is measured once per round, alone: the others are paused
+after a warm-up (a window stretches until as many calls as clients have ended, for servers
+slower than it). Rounds: every server is measured once per round, alone: the others are paused
 (SIGSTOP to their process trees; LitServe's loop takes 5 to 12 % of a core while idle), and the
-order rotates from round to round. Figures are medians over the rounds; the ratio ours gRPC /
+order rotates from round to round. A resumed server first gets a few seconds of load that is
+not counted. Figures are medians over the rounds; the ratio ours gRPC /
 best peer is the median of the per-round ratios, the best peer being the one with the highest
 median requests/s in that row. Idle RSS is of each server's whole process tree.
 
-Full run: 3 rounds of 9 server protocols x 2 models (the demo model with 3 s windows, the
-yolos-tiny-size model with 7 s windows) x 2 images x 1 and 8 clients, after the servers' starts
-(about 3 minutes): about 25 minutes on 2 cores, plus the peers' venvs the first time (a few
-minutes; pip's logs in bench/.peer_venvs/).
+Full run: the servers' starts and checks (about 2 minutes), then 3 rounds of 9 server
+protocols x 2 models (the demo model with 3 s windows, the yolos-tiny-size model with 7 s
+windows) x 2 images x 1 and 8 clients (about 7.5 minutes a round): about 25 minutes on 2 cores,
+plus the peers' venvs the first time (a few minutes; pip's logs in bench/.peer_venvs/).
 """
 
 # Standard
@@ -159,6 +161,9 @@ class Plan:
     models: Tuple[str, ...]
     rounds: int
     windows: Dict[str, Window]
+    # Load not counted when a server resumes: the first seconds after a start or a pause have
+    # calls of 100 to 250 ms here that later ones do not (LitServe most).
+    block_warm_up_s: float
 
 
 PLANS = {
@@ -166,8 +171,14 @@ PLANS = {
         (DEMO_MODEL_ID, YOLOS_TINY_MODEL_ID),
         rounds=3,
         windows={DEMO_MODEL_ID: Window(0.5, 3.0), YOLOS_TINY_MODEL_ID: Window(0.5, 7.0)},
+        block_warm_up_s=2.0,
     ),
-    True: Plan((DEMO_MODEL_ID,), rounds=1, windows={DEMO_MODEL_ID: Window(0.3, 1.0)}),
+    True: Plan(
+        (DEMO_MODEL_ID,),
+        rounds=1,
+        windows={DEMO_MODEL_ID: Window(0.3, 1.0)},
+        block_warm_up_s=1.0,
+    ),
 }
 
 # (model, image, clients)
@@ -349,7 +360,13 @@ def start_and_check(
 
 
 def run_block(running: Running, images: Dict[str, pathlib.Path], plan: Plan, results: Results) -> None:
-    """Every cell of every variant of one server, the variants alternating."""
+    """Every cell of every variant of one server, the variants alternating, after a warm-up."""
+    for load in running.loads.values():
+        load.ask(
+            {"op": "load", "model": DEMO_MODEL_ID, "image": str(images[IMAGES[0]]),
+             "threshold": THRESHOLD, "clients": max(CLIENTS), "warm_up_s": 0.0,
+             "window_s": plan.block_warm_up_s}
+        )
     for index, cell in enumerate(_cells(plan)):
         names = list(running.loads)
         names = names[index % len(names) :] + names[: index % len(names)]
