@@ -249,7 +249,9 @@ def answers(protocol: str, address: str, command: dict) -> dict:
     try:
         return {
             "answers": [
-                client.answer(command["model"], pathlib.Path(path).read_bytes(), command["threshold"])
+                client.answer(
+                    command["model"], pathlib.Path(path).read_bytes(), command["threshold"]
+                )
                 for path in command["images"]
             ]
         }

@@ -103,7 +103,7 @@ def _listening_sockets() -> Dict[str, Tuple[str, int]]:
                     if fields[3] != LISTEN_STATE:
                         continue
                     address_hex, port_hex = fields[1].split(":")
-                    # The kernel prints each 32-bit word of the address in host (little-endian) order.
+                    # The kernel prints each 32-bit word of the address in host byte order.
                     raw = b"".join(
                         bytes.fromhex(address_hex[i : i + 8])[::-1]
                         for i in range(0, len(address_hex), 8)
@@ -119,7 +119,9 @@ def listening_addresses(pid: int) -> Set[Tuple[str, int]]:
     sockets, found = _listening_sockets(), set()
     for member in process_tree(pid):
         try:
-            links = [os.readlink(f"/proc/{member}/fd/{fd}") for fd in os.listdir(f"/proc/{member}/fd")]
+            links = [
+                os.readlink(f"/proc/{member}/fd/{fd}") for fd in os.listdir(f"/proc/{member}/fd")
+            ]
         except OSError:
             continue
         for link in links:
@@ -167,7 +169,14 @@ def log_tail(path: pathlib.Path, lines: int = 40) -> str:
 class ServerProcess:
     """One server started in its own session; ``stop`` ends its group and every process below."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: Dict[str, str], log_path: pathlib.Path, cwd: pathlib.Path):
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Dict[str, str],
+        log_path: pathlib.Path,
+        cwd: pathlib.Path,
+    ):
         self.name, self.log_path = name, log_path
         with open(log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -266,4 +275,3 @@ def running_server(
         yield server
     finally:
         server.stop()
-

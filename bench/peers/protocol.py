@@ -97,9 +97,7 @@ def load_detectors(models: Dict[str, pathlib.Path]) -> Dict:
     return {name: Detector.from_hf_dir(str(path)) for name, path in models.items()}
 
 
-def detect_grouped(
-    detectors: Dict, requests: Sequence[Tuple[str, bytes, float]]
-) -> List[List]:
+def detect_grouped(detectors: Dict, requests: Sequence[Tuple[str, bytes, float]]) -> List[List]:
     """Detections for each ``(model, image, threshold)``; requests for one model and threshold
     share a ``Detector.detect`` call (one forward pass where image sizes allow)."""
     answers: List = [None] * len(requests)

@@ -26,9 +26,9 @@ after a warm-up (a window stretches until as many calls as clients have ended, f
 slower than it). Rounds: every server is measured once per round, alone: the others are paused
 (SIGSTOP to their process trees; LitServe's loop takes 5 to 12 % of a core while idle), and the
 order rotates from round to round. A resumed server first gets a few seconds of load that is
-not counted. Figures are medians over the rounds; the ratio ours gRPC /
-best peer is the median of the per-round ratios, the best peer being the one with the highest
-median requests/s in that row. Idle RSS is of each server's whole process tree.
+not counted. Figures are medians over the rounds; the ratio ours gRPC / best peer is the median
+of the per-round ratios, the best peer being the one with the highest median requests/s in that
+row. Idle RSS is of each server's whole process tree.
 
 Full run: the servers' starts and checks (about 2 minutes), then 3 rounds of 9 server
 protocols x 2 models (the demo model with 3 s windows, the yolos-tiny-size model with 7 s
@@ -116,9 +116,14 @@ SERVERS = (
         None,
         (Variant("ours gRPC", "ours-grpc", "grpc"), Variant("ours HTTP", "ours-http", "http")),
     ),
-    Server("fastapi", None, "bench.peers.serve_fastapi", (Variant("plain FastAPI", "fastapi", "http"),)),
     Server(
-        "grpcio", None, "bench.peers.serve_grpcio", (Variant("plain grpcio", "grpcio", "grpc"),),
+        "fastapi", None, "bench.peers.serve_fastapi", (Variant("plain FastAPI", "fastapi", "http"),)
+    ),
+    Server(
+        "grpcio",
+        None,
+        "bench.peers.serve_grpcio",
+        (Variant("plain grpcio", "grpcio", "grpc"),),
         ports=("grpc",),
     ),
     Server(
@@ -131,7 +136,12 @@ SERVERS = (
         ),
         ports=("http", "grpc"),
     ),
-    Server("litserve", "litserve", "bench.peers.serve_litserve", (Variant("LitServe", "litserve", "http"),)),
+    Server(
+        "litserve",
+        "litserve",
+        "bench.peers.serve_litserve",
+        (Variant("LitServe", "litserve", "http"),),
+    ),
     Server(
         "litserve-batch",
         "litserve",
@@ -311,8 +321,13 @@ def started(
     argv += [f"--model={model}={saved / model / 'hf_model'}" for model in models]
     argv += list(server.extra_args)
     with running_server(
-        server.name, argv, _env(), work / f"{server.name}.log", REPO_ROOT,
-        list(ports.values()), READY_TIMEOUT_S,
+        server.name,
+        argv,
+        _env(),
+        work / f"{server.name}.log",
+        REPO_ROOT,
+        list(ports.values()),
+        READY_TIMEOUT_S,
     ) as process:
         yield process.pid, ports
 
@@ -359,13 +374,21 @@ def start_and_check(
     return Running(server, pid, loads)
 
 
-def run_block(running: Running, images: Dict[str, pathlib.Path], plan: Plan, results: Results) -> None:
+def run_block(
+    running: Running, images: Dict[str, pathlib.Path], plan: Plan, results: Results
+) -> None:
     """Every cell of every variant of one server, the variants alternating, after a warm-up."""
     for load in running.loads.values():
         load.ask(
-            {"op": "load", "model": DEMO_MODEL_ID, "image": str(images[IMAGES[0]]),
-             "threshold": THRESHOLD, "clients": max(CLIENTS), "warm_up_s": 0.0,
-             "window_s": plan.block_warm_up_s}
+            {
+                "op": "load",
+                "model": DEMO_MODEL_ID,
+                "image": str(images[IMAGES[0]]),
+                "threshold": THRESHOLD,
+                "clients": max(CLIENTS),
+                "warm_up_s": 0.0,
+                "window_s": plan.block_warm_up_s,
+            }
         )
     for index, cell in enumerate(_cells(plan)):
         names = list(running.loads)
@@ -383,8 +406,12 @@ def _check(
     results: Results,
 ) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    command = {"op": "answers", "model": model, "images": [str(p) for p in images.values()],
-               "threshold": THRESHOLD}
+    command = {
+        "op": "answers",
+        "model": model,
+        "images": [str(p) for p in images.values()],
+        "threshold": THRESHOLD,
+    }
     while "error" in (reply := load.ask(command)) and time.monotonic() < deadline:
         time.sleep(1.0)  # a server may listen before its model worker is ready
     if "error" in reply:
@@ -398,18 +425,31 @@ def _check(
 
 
 def _cells(plan: Plan) -> List[Cell]:
-    return [(model, image, clients) for model in plan.models for image in IMAGES for clients in CLIENTS]
+    return [
+        (model, image, clients) for model in plan.models for image in IMAGES for clients in CLIENTS
+    ]
 
 
 def _measure(
-    variant: str, load: LoadProcess, cell: Cell, images: Dict[str, pathlib.Path], plan: Plan,
+    variant: str,
+    load: LoadProcess,
+    cell: Cell,
+    images: Dict[str, pathlib.Path],
+    plan: Plan,
     results: Results,
 ) -> None:
     model, image, clients = cell
     window = plan.windows[model]
     reply = load.ask(
-        {"op": "load", "model": model, "image": str(images[image]), "threshold": THRESHOLD,
-         "clients": clients, "warm_up_s": window.warm_up_s, "window_s": window.window_s}
+        {
+            "op": "load",
+            "model": model,
+            "image": str(images[image]),
+            "threshold": THRESHOLD,
+            "clients": clients,
+            "warm_up_s": window.warm_up_s,
+            "window_s": window.window_s,
+        }
     )
     if "error" in reply or reply["failed"] or not reply["requests"]:
         why = reply.get("error") or reply.get("first_error") or "no call ended in the window"
@@ -426,7 +466,7 @@ def _measure(
     )
 
 
-# -- the run ----------------------------------------------------------------------------------------
+# -- the run ------------------------------------------------------------------------------------
 
 
 def measure(quick: bool, servers: Sequence[Server] = SERVERS) -> Tuple[Plan, Results]:
@@ -447,7 +487,15 @@ def measure(quick: bool, servers: Sequence[Server] = SERVERS) -> Tuple[Plan, Res
             server_dir.mkdir()
             running.append(
                 start_and_check(
-                    server, pythons, work / "saved", images, expected, plan, results, server_dir, stack
+                    server,
+                    pythons,
+                    work / "saved",
+                    images,
+                    expected,
+                    plan,
+                    results,
+                    server_dir,
+                    stack,
                 )
             )
             pause(running[-1].pid)
@@ -486,7 +534,7 @@ def run(quick: bool, servers: Sequence[Server] = SERVERS) -> List[Figure]:
     return figures(plan, results)
 
 
-# -- the figures ------------------------------------------------------------------------------------
+# -- the figures --------------------------------------------------------------------------------
 
 
 def _median(values: Sequence[Optional[float]]) -> float:
@@ -509,7 +557,8 @@ def _marked(variant: str, results: Results) -> str:
 
 def best_peer(results: Results, cell: Cell) -> Optional[str]:
     peers = [
-        name for name, by_cell in results.rates.items()
+        name
+        for name, by_cell in results.rates.items()
         if name not in OUR_VARIANTS and _measured(by_cell.get(cell))
     ]
     return max(peers, key=lambda name: _median(results.rates[name][cell]), default=None)
@@ -532,12 +581,13 @@ def markdown_table(plan: Plan, results: Results) -> str:
         http = _rates(results, "ours HTTP", cell)
         best = best_peer(results, cell)
         ratios = _paired_ratio(results, cell, best) if _measured(ours) and best else []
+        peer = f"{_marked(best, results)} {_rate(_rates(results, best, cell))}" if best else "-"
+        both = _measured(ours) and _measured(http)
         lines.append(
             f"| {_model_name(model)} | {image} | {clients} | {_rate(ours)} | {_rate(http)} "
-            f"| {f'{_marked(best, results)} {_rate(_rates(results, best, cell))}' if best else '-'} "
-            f"| {f'{statistics.median(ratios):.2f}' if ratios else '-'} "
+            f"| {peer} | {f'{statistics.median(ratios):.2f}' if ratios else '-'} "
             f"| {_p50(results, 'ours gRPC', cell)} / {_p50(results, best, cell)} "
-            f"| {f'{_median(http) / _median(ours):.2f}' if _measured(ours) and _measured(http) else '-'} |"
+            f"| {f'{_median(http) / _median(ours):.2f}' if both else '-'} |"
         )
     rss = ", ".join(f"{name} {mib:.0f} MiB" for name, mib in results.idle_rss_mib.items())
     return "\n".join(lines) + f"\n\nIdle RSS (whole process tree, once started): {rss}\n"
@@ -624,7 +674,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="demo model, one round, short windows")
     parser.add_argument(
-        "--servers", nargs="+", choices=[s.name for s in SERVERS],
+        "--servers",
+        nargs="+",
+        choices=[s.name for s in SERVERS],
         help="measure only these servers (ours is needed for the ratios)",
     )
     args = parser.parse_args(argv)

@@ -60,7 +60,9 @@ class DetectorModel(kserve.Model):
                 ]
             }
         inputs = {tensor.name: tensor.data for tensor in payload.inputs}
-        detected = self.detector.detect(list(inputs[TENSOR_IMAGE]), float(inputs[TENSOR_THRESHOLD][0]))
+        detected = self.detector.detect(
+            list(inputs[TENSOR_IMAGE]), float(inputs[TENSOR_THRESHOLD][0])
+        )
         return kserve.InferResponse(
             response_id=payload.id or "",
             model_name=self.name,

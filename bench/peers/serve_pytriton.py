@@ -31,6 +31,7 @@ from bench.peers.protocol import (
     TENSOR_DETECTIONS,
     TENSOR_IMAGE,
     TENSOR_THRESHOLD,
+    detect_grouped,
     encode_answer,
     load_detectors,
     parse_models,
@@ -41,14 +42,18 @@ MAX_BATCH_SIZE = 8
 HANDSHAKE_TIMEOUT_S = 60.0
 
 
-def infer_function(detector):
+def infer_function(name: str, detectors: dict):
+    """Triton's batched call of model ``name``: the requests of a batch as one
+    ``Detector.detect`` call per threshold."""
+
     @batch
     def infer(**inputs):
-        images = [bytes(value) for value in inputs[TENSOR_IMAGE][:, 0]]
-        # One request's threshold stands for the batch: the bench sends one threshold.
-        detected = detector.detect(images, float(inputs[TENSOR_THRESHOLD][0, 0]))
-        answers = np.array([[encode_answer(found)] for found in detected], dtype=np.object_)
-        return {TENSOR_DETECTIONS: answers}
+        requests = [
+            (name, bytes(image), float(threshold))
+            for image, threshold in zip(inputs[TENSOR_IMAGE][:, 0], inputs[TENSOR_THRESHOLD][:, 0])
+        ]
+        answers = [[encode_answer(found)] for found in detect_grouped(detectors, requests)]
+        return {TENSOR_DETECTIONS: np.array(answers, dtype=np.object_)}
 
     return infer
 
@@ -75,10 +80,10 @@ def main() -> None:
         allow_cpu_metrics=False,
     )
     with Triton(config=config) as triton:
-        for name, detector in detectors.items():
+        for name in detectors:
             triton.bind(
                 model_name=name,
-                infer_func=infer_function(detector),
+                infer_func=infer_function(name, detectors),
                 inputs=[
                     Tensor(name=TENSOR_IMAGE, dtype=np.bytes_, shape=(1,)),
                     Tensor(name=TENSOR_THRESHOLD, dtype=np.float64, shape=(1,)),

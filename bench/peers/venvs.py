@@ -1,7 +1,9 @@
 """One virtual environment per peer, built from bench/peer_requirements/<peer>.txt and reused.
 
+A peer's file pins the peer and includes model.txt (the model call's packages at the runtime's
+versions); ``<peer>.constraints.txt`` pins every other package at the version measured.
 A venv lives in bench/.peer_venvs/<peer> (git-ignored). A stamp file in it holds the digest of
-the requirements it was built from (the peer's file and model.txt, which it includes); a venv
+the requirements it was built from (those three files); a venv
 whose stamp differs, or that has none (an interrupted build), is built again from scratch. pip's
 output goes to bench/.peer_venvs/<peer>.log. Built with the interpreter .venv was made from
 (``sys.base_prefix``), so that every server runs the same CPython.
@@ -41,12 +43,19 @@ def venv_python(peer: str) -> pathlib.Path:
 
 def base_python() -> pathlib.Path:
     """The interpreter this venv was created from (a venv's own python is a link to it)."""
-    return pathlib.Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    return (
+        pathlib.Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    )
+
+
+def constraints_file(peer: str) -> pathlib.Path:
+    return REQUIREMENTS_DIR / f"{peer}.constraints.txt"
 
 
 def requirements_digest(peer: str) -> str:
+    """The digest of every file ``peer``'s venv is built from."""
     digest = hashlib.sha256()
-    for path in (requirements_file(peer), MODEL_REQUIREMENTS):
+    for path in (requirements_file(peer), MODEL_REQUIREMENTS, constraints_file(peer)):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -65,24 +74,38 @@ def ensure_venv(peer: str) -> pathlib.Path:
     if is_current(peer):
         return venv_python(peer)
     target, log_path = venv_dir(peer), VENVS_DIR / f"{peer}.log"
-    print(f"building {target} from {requirements_file(peer).name} (pip log: {log_path}) ...",
-          file=sys.stderr, flush=True)
+    print(
+        f"building {target} from {requirements_file(peer).name} (pip log: {log_path}) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     if target.exists():
         shutil.rmtree(target)
     VENVS_DIR.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w", encoding="utf-8") as log:
         for command in (
             [str(base_python()), "-m", "venv", str(target)],
-            [str(venv_python(peer)), "-m", "pip", "install", "--progress-bar", "off",
-             "--no-compile", "--upgrade", "pip"],
-            [str(venv_python(peer)), "-m", "pip", "install", "--progress-bar", "off",
-             "--no-compile", "-r", str(requirements_file(peer))],
+            [
+                str(venv_python(peer)),
+                "-m",
+                "pip",
+                "install",
+                "--progress-bar",
+                "off",
+                "--no-compile",
+                "-r",
+                str(requirements_file(peer)),
+            ],
         ):
             log.write(f"$ {' '.join(command)}\n")
             log.flush()
             status = subprocess.run(
-                command, stdout=log, stderr=subprocess.STDOUT, cwd=REQUIREMENTS_DIR,
-                timeout=BUILD_TIMEOUT_S, check=False,
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REQUIREMENTS_DIR,
+                timeout=BUILD_TIMEOUT_S,
+                check=False,
             ).returncode
             if status != 0:
                 raise RuntimeError(
