@@ -55,6 +55,10 @@ GENERATED_TRAIN_DATA = tuple(
     )
 )
 
+# Labels of the tiny demo model and of the generated training data. The names are arbitrary;
+# what matters is that every label has its own visual signature in the generated images.
+DEFAULT_LABELS = ("cat", "dog")
+
 # Side length, in pixels, of the generated training images.
 DEFAULT_IMAGE_SIZE = 64
 
@@ -64,6 +68,9 @@ TRAINED_MODEL_ID = "new_model"
 # Generated training set. 512 images, not fewer: with half as many the tiny model memorises its
 # training images instead of generalising (bench/training_quality.py).
 NUM_TRAIN_IMAGES = 512
+# Training images of a working directory prepared by tests and bench (runtime_harness): enough
+# for every check, quick to generate.
+PREPARED_TRAIN_IMAGES = 32
 
 # Defaults of the train request sent by run_train_and_inference.py: 120 epochs at the library's
 # batch size (runtime_config.yaml's train_batch_size), peak learning rate 4e-3 of a one-cycle

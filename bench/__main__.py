@@ -1,7 +1,7 @@
 """Run the benchmarks, print one table and write the same figures as JSON.
 
     .venv/bin/python -m bench                      # every figure group, full length
-    .venv/bin/python -m bench --quick              # a short version of each, for CI
+    .venv/bin/python -m bench --quick              # a short version of each, to try a change
     .venv/bin/python -m bench --only serving_overhead throughput --json /tmp/figures.json
 
 Run from the repository root. A figure group is a module ``bench/<name>.py`` listed in
@@ -46,7 +46,7 @@ def present_groups() -> List[str]:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="fewer rounds and sizes: about a minute, for CI"
+        "--quick", action="store_true", help="fewer rounds and sizes: about a minute, to try a change"
     )
     parser.add_argument(
         "--only",

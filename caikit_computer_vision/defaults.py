@@ -10,10 +10,6 @@ from typing import Tuple
 # Section of the caikit config (runtime_config.yaml) that holds this library's settings.
 LIBRARY_CONFIG_KEY: str = "caikit_computer_vision"
 
-# Labels of the tiny demo model and of the generated training data. The names are arbitrary;
-# what matters is that every label has its own visual signature in the generated images.
-DEFAULT_LABELS: Tuple[str, ...] = ("cat", "dog")
-
 # Seed used wherever randomness is involved (model init, data generation, training order)
 # so that a run can be reproduced exactly.
 DEFAULT_SEED: int = 0

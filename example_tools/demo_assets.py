@@ -20,8 +20,8 @@ import alog
 
 # Local
 from caikit_computer_vision.coco_format import write_coco_file
-from caikit_computer_vision.defaults import DEFAULT_LABELS, DEFAULT_SEED
-from common import IMAGES_DIR_NAME, LABELS_FILE_NAME
+from caikit_computer_vision.defaults import DEFAULT_SEED
+from common import DEFAULT_LABELS, IMAGES_DIR_NAME, LABELS_FILE_NAME
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from example_tools import workspace
 from example_tools.synthetic_data import generate_train_data, render_example

@@ -35,7 +35,7 @@ import urllib.request
 import grpc
 
 # Local
-from common import BASE_MODEL_ID, HOST
+from common import BASE_MODEL_ID, HOST, PREPARED_TRAIN_IMAGES
 from example_tools.ports import listens_on
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,8 +45,6 @@ DUMP_SCRIPT = REPO_ROOT / "dump_protos.py"
 
 # The gRPC method of predictions.
 PREDICT_METHOD = "/ccv.ComputerVisionService/ObjectDetectionTaskPredict"
-# Training images of a prepared working directory: enough for every check, quick to generate.
-NUM_TRAIN_IMAGES = 32
 
 
 def free_port() -> int:
@@ -197,7 +195,7 @@ def _tcp_open(port: int) -> bool:
 
 
 def prepare_work_dir(
-    work_dir: pathlib.Path, saved_model_dir: pathlib.Path, num_train_images: int = NUM_TRAIN_IMAGES
+    work_dir: pathlib.Path, saved_model_dir: pathlib.Path, num_train_images: int = PREPARED_TRAIN_IMAGES
 ) -> None:
     """models/my_model (a copy of ``saved_model_dir``) and a generated train_data/ in ``work_dir``."""
     # Local

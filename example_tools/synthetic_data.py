@@ -31,9 +31,15 @@ import alog
 
 # Local
 from caikit_computer_vision.coco_format import write_coco_file
-from caikit_computer_vision.defaults import DEFAULT_LABELS, DEFAULT_SEED
+from caikit_computer_vision.defaults import DEFAULT_SEED
 from caikit_computer_vision.label_format import LabelledBox, label_problem, write_labels_file
-from common import COCO_LABELS_FILE_NAME, DEFAULT_IMAGE_SIZE, IMAGES_DIR_NAME, LABELS_FILE_NAME
+from common import (
+    COCO_LABELS_FILE_NAME,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_LABELS,
+    IMAGES_DIR_NAME,
+    LABELS_FILE_NAME,
+)
 from example_tools.evaluation import box_iou
 
 log = alog.use_channel("CCVDATA")

@@ -16,7 +16,8 @@ from transformers.models.yolos.image_processing_pil_yolos import YolosImageProce
 import torch
 
 # Local
-from caikit_computer_vision.defaults import DEFAULT_LABELS, DEFAULT_SEED
+from caikit_computer_vision.defaults import DEFAULT_SEED
+from common import DEFAULT_LABELS
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,12 @@ row; an icon around any frame), and the peak memory a call adds to a process (/p
 
 # Standard
 from typing import Callable
+import pathlib
 import struct
 import zlib
+
+# Third Party
+from PIL import Image
 
 # Local
 from caikit_computer_vision import images
@@ -22,6 +26,16 @@ MAX_GROWTH_MB = 30
 
 
 # -- files ------------------------------------------------------------------------------------
+
+
+def write_text(path: pathlib.Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def write_jpeg(path: pathlib.Path, width: int, height: int) -> None:
+    Image.new("RGB", (width, height), (90, 120, 150)).save(path, format="JPEG", quality=90)
+
 
 
 def blank_png(width: int, height: int, color_type: int = 0, bit_depth: int = 1) -> bytes:

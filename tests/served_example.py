@@ -22,7 +22,6 @@ import yaml
 
 # Local
 from caikit_computer_vision import images
-from caikit_computer_vision.defaults import DEFAULT_LABELS
 from example_tools.runtime_harness import (
     CLIENT,
     predict_callable,
@@ -127,7 +126,7 @@ def assert_well_formed(result, width: int, height: int) -> None:
     """
     for detected in result.detected_objects:
         box = detected.box
-        assert detected.label in DEFAULT_LABELS, detected.label
+        assert detected.label in common.DEFAULT_LABELS, detected.label
         assert 0.0 <= detected.score <= 1.0, detected.score
         assert 0 <= box.xmin < box.xmax <= width, (box.xmin, box.xmax, width)
         assert 0 <= box.ymin < box.ymax <= height, (box.ymin, box.ymax, height)

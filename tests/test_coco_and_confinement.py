@@ -21,7 +21,7 @@ from example_tools.evaluation import ScoredBox, coco_scores, read_coco_ground_tr
 from example_tools.synthetic_data import generate_train_data
 from vision_client.calls import ProgressLine
 
-from .test_label_format import write_jpeg, write_text
+from .image_files import write_jpeg, write_text
 
 
 @pytest.fixture(scope="module")

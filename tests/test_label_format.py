@@ -24,21 +24,14 @@ from caikit_computer_vision.label_format import (
 )
 from caikit_computer_vision.labelled_images import LabelledImage, load_labelled_images
 
+from .image_files import write_jpeg, write_text
+
 VALID_LINE = "a.jpg\tcat\t(1, 20, 2, 30)"
-
-
-def write_text(path: pathlib.Path, text: str) -> str:
-    path.write_text(text, encoding="utf-8")
-    return str(path)
 
 
 def at(path, line_number: int) -> str:
     """Regex for the start of an error message about ``path`` line ``line_number``."""
     return f"^{re.escape(str(path))}:{line_number}: "
-
-
-def write_jpeg(path: pathlib.Path, width: int, height: int) -> None:
-    Image.new("RGB", (width, height), (90, 120, 150)).save(path, format="JPEG", quality=90)
 
 
 # ----- label_format --------------------------------------------------------------------------

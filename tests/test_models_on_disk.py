@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 # Local
-from example_tools.runtime_harness import NUM_TRAIN_IMAGES, predict_callable, start_runtime
+from example_tools.runtime_harness import predict_callable, start_runtime
+import common
 from example_tools.synthetic_data import generate_train_data, render_example
 
 from .served_example import TRAIN_ROUTE, train_body, wait_for_training, wait_until
@@ -83,7 +84,7 @@ def second_runtime(runtime, tmp_path_factory):
     """Another runtime, in its own working directory, whose models/ is the first one's."""
     work_dir = tmp_path_factory.mktemp("second")
     (work_dir / "models").symlink_to(runtime.work_dir / "models", target_is_directory=True)
-    generate_train_data(str(work_dir / "train_data"), num_images=NUM_TRAIN_IMAGES)
+    generate_train_data(str(work_dir / "train_data"), num_images=common.PREPARED_TRAIN_IMAGES)
     second = start_runtime(work_dir, [])
     try:
         yield second

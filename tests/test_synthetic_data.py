@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 # Local
-from caikit_computer_vision.defaults import DEFAULT_LABELS
+from common import DEFAULT_LABELS
 from caikit_computer_vision.label_format import LabelledBox, read_numbered_labels
 from caikit_computer_vision.labelled_images import LabelledImage, load_labelled_images
 from common import DEFAULT_IMAGE_SIZE, IMAGES_DIR_NAME, LABELS_FILE_NAME

@@ -99,8 +99,8 @@ def test_fine_tune_lowers_the_loss_and_reports_every_epoch(train_dir):
     assert [report.mean_loss for report in reports] == losses
     assert all(math.isfinite(loss) for loss in losses)
     # Measured: 11.22 -> 8.76 on a CPU (float32), 11.22 -> 10.28 on an H200 (bf16 autocast and
-    # cuDNN attention start slower; after the demo's 100 epochs both reach held-out mAP@0.5
-    # >= 0.75, docs/performance.md). A training that does not learn stays within a few % of
+    # cuDNN attention start slower; after the demo's 120 epochs both reach the held-out quality
+    # docs/training.md reports). A training that does not learn stays within a few % of
     # its first epoch.
     assert losses[-1] < 0.95 * losses[0]
 
@@ -307,9 +307,10 @@ def test_a_coco_labels_file_trains_the_same_model_as_the_tab_file(tmp_path, save
 
 
 def test_a_training_of_a_few_steps_completes(saved_model_dir, train_dir):
-    # 48 images in batches of 32 are 2 steps an epoch, so 5 epochs are 10 steps: a one-cycle
-    # warm-up of a tenth of them would be one step long, which torch's OneCycleLR divides by
-    # (it answered "float division by zero" before the schedule got a minimum length).
+    # 48 images make 1 step an epoch at the default batch of 64 (DEFAULT_TRAIN_BATCH_SIZE), so
+    # 5 epochs are 5 steps: shorter than the schedule's minimum of two warm-up steps (torch's
+    # OneCycleLR divides by the warm-up's length, and answered "float division by zero" before
+    # the schedule got a minimum length).
     trained = TransformersObjectDetector.train(
         str(saved_model_dir), _train_set(train_dir), num_epochs=5, learning_rate=LEARNING_RATE
     )
