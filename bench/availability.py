@@ -30,6 +30,7 @@ import time
 import grpc
 
 # Local
+from common import HOST
 from bench.front_door import render_rows
 from bench.served_models import DEMO_MODEL_ID, HTTP_PREDICT_PATH, save_models, serving
 from example_tools import hostile_images, runtime_harness
@@ -61,7 +62,7 @@ class Bench:
     def __init__(self, runtime, image: bytes):
         self.runtime = runtime
         self.image = image
-        self.grpc_address = f"127.0.0.1:{runtime.ports['grpc']}"
+        self.grpc_address = f"{HOST}:{runtime.ports['grpc']}"
         self.rows: List[Dict[str, str]] = []
 
     def good_latency(self) -> str:
@@ -140,7 +141,7 @@ def _http_status(port: int, method: str, path: str, body: Optional[bytes] = None
     # Standard
     import http.client
 
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         connection.request(method, path, body, {"Content-Type": "application/json", **(headers or {})})
         response = connection.getresponse()
@@ -219,7 +220,7 @@ def grpc_predicts(bench: Bench, images: Sequence[bytes], timeout: float = GOOD_T
 def half_open_http(bench: Bench, port_name: str, count: int, head: bytes) -> Callable[[], str]:
     sockets = []
     for _ in range(count):
-        sock = socket.create_connection(("127.0.0.1", bench.runtime.ports[port_name]), timeout=5)
+        sock = socket.create_connection((HOST, bench.runtime.ports[port_name]), timeout=5)
         sock.sendall(head)
         sockets.append(sock)
     time.sleep(0.5)

@@ -29,6 +29,7 @@ import zipfile
 import grpc
 
 # Local
+from common import HOST
 from bench.figures import Figure
 from bench.served_models import DEMO_MODEL_ID, HTTP_PREDICT_PATH, save_models, serving
 from example_tools import runtime_harness
@@ -280,7 +281,7 @@ def probe_runtime(quick: bool) -> tuple:
         root = pathlib.Path(temporary)
         save_models(root / "saved", {DEMO_MODEL_ID: "tiny"})
         with serving(root / "work", root / "saved") as runtime:
-            with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+            with grpc.insecure_channel(f"{HOST}:{runtime.ports['grpc']}") as channel:
                 probe = _Probe(runtime, channel)
                 probe.predict(image, 0.0, timeout=60)  # loaded and warm
                 before = _files_outside_models(root)

@@ -24,6 +24,9 @@ import tempfile
 import grpc
 import yaml
 
+# Local
+from common import HOST
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SERVICE = "ccv.ComputerVisionService"
 METHOD = "ObjectDetectionTaskPredict"
@@ -55,7 +58,7 @@ def serve(port: int, responses: Dict[str, bytes]) -> None:
     options, pool_size = runtime_settings()
     server = grpc.server(ThreadPoolExecutor(max_workers=pool_size), options=list(options.items()))
     server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.add_insecure_port(f"{HOST}:{port}")
     server.start()
     server.wait_for_termination()
 
@@ -80,7 +83,7 @@ def floor_server(port: int, responses: Dict[str, bytes]) -> Iterator[subprocess.
             stdin=subprocess.DEVNULL,
         )
         try:
-            with closing(grpc.insecure_channel(f"127.0.0.1:{port}")) as channel:
+            with closing(grpc.insecure_channel(f"{HOST}:{port}")) as channel:
                 grpc.channel_ready_future(channel).result(timeout=READY_TIMEOUT_S)
             yield process
         finally:
@@ -108,3 +111,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+

@@ -76,7 +76,7 @@ def serving(
 @contextmanager
 def grpc_predict(port: int) -> Iterator:
     """grpc_wire's predict(inputs, threshold, model_id=...) over one loopback channel."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with grpc.insecure_channel(f"{common.HOST}:{port}") as channel:
         grpc.channel_ready_future(channel).result(timeout=30)
         yield predict_callable(channel)
 
@@ -85,7 +85,7 @@ class HttpPredict:
     """POST the HTTP predict route over one kept-alive connection, as a JSON client would."""
 
     def __init__(self, port: int):
-        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self._connection = http.client.HTTPConnection(common.HOST, port, timeout=60)
 
     def __call__(self, inputs: bytes, model_id: str = DEMO_MODEL_ID) -> dict:
         body = json.dumps({"model_id": model_id, "inputs": base64.b64encode(inputs).decode()})

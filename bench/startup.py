@@ -25,6 +25,7 @@ import urllib.parse
 import grpc
 
 # Local
+from common import HOST
 from bench.figures import Figure, Spread, Target, interleaved, paired, ratio
 from example_tools.load_generator import (
     DEFAULT_TRAIN_PARAMETERS,
@@ -88,8 +89,8 @@ def run(quick: bool) -> List[Figure]:
 def _servable_figures(work: pathlib.Path, image: bytes, plan: Plan) -> List[Figure]:
     request = encode_predict_request(image)
     with serving(work / "runtime", work / "saved") as runtime:
-        http_url = f"http://127.0.0.1:{runtime.ports['http']}"
-        with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+        http_url = f"http://{HOST}:{runtime.ports['http']}"
+        with grpc.insecure_channel(f"{HOST}:{runtime.ports['grpc']}") as channel:
             predict = _predict_call(channel)
             trained: List[str] = []
 
@@ -175,7 +176,7 @@ def _cold_start_figures(work: pathlib.Path, image: bytes, plan: Plan) -> List[Fi
     def cold_start() -> float:
         ports = {name: free_port() for name in ("grpc", "http", "metrics")}
         with closing(
-            grpc.insecure_channel(f"127.0.0.1:{ports['grpc']}", options=FAST_RECONNECT)
+            grpc.insecure_channel(f"{HOST}:{ports['grpc']}", options=FAST_RECONNECT)
         ) as channel:
             predict = _predict_call(channel)
 

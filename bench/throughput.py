@@ -24,6 +24,7 @@ import time
 import torch
 
 # Local
+from common import HOST
 from bench.figures import Figure, Spread, Target, interleaved, paired, ratio
 from bench.grpc_floor import floor_server
 from example_tools.load_generator import PredictClients
@@ -98,7 +99,7 @@ def run(quick: bool) -> List[Figure]:
                         port = runtime.ports["grpc"]
                     for clients in plan.concurrency:
                         variants[_grpc_name(setting, clients)] = _grpc_rate(
-                            f"127.0.0.1:{port}", image, model_id, clients, plan
+                            f"{HOST}:{port}", image, model_id, clients, plan
                         )
                 rates = interleaved(variants, plan.rounds)
         figures += _figures(ARCHITECTURE_OF[model_id], rates, plan)

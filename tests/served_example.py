@@ -93,7 +93,7 @@ def serve_example(
     """
     runtime = start_example_runtime(work_dir / "runtime", saved_model_dir, extra_env=extra_env)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+        with grpc.insecure_channel(f"{common.HOST}:{runtime.ports['grpc']}") as channel:
             yield ServedExample(runtime, predict_callable(channel))
     finally:
         runtime.stop()

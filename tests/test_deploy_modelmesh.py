@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 # Local
+from common import HOST
 from .readme_shell import REPO_ROOT, configured_ports
 
 MODELMESH_DIR = REPO_ROOT / "deploy" / "modelmesh"
@@ -58,7 +59,7 @@ def test_the_container_serves_the_pullers_models_dir(container):
     assert (REPO_ROOT / pathlib.PurePosixPath(command[1]).name).is_file()
     assert "launch_vision_runtime.py" in DOCKERFILE.read_text()
     assert "WORKDIR /app" in DOCKERFILE.read_text()
-    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--host") + 1] == HOST
 
 
 def test_the_environment_names_real_config_keys(container):

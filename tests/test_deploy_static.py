@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 # Local
+from common import HOST
 from .readme_shell import REPO_ROOT, bash_commands, configured_ports, readme_section
 
 DEPLOY_DIR = REPO_ROOT / "deploy"
@@ -147,7 +148,7 @@ def test_dockerfile_entrypoint_is_the_launcher_on_every_interface():
 
 def test_dockerfile_healthcheck_asks_the_http_health_endpoint():
     healthcheck = _one("HEALTHCHECK")
-    assert f"http://127.0.0.1:{configured_ports()['http']}/health" in healthcheck
+    assert f"http://{HOST}:{configured_ports()['http']}/health" in healthcheck
 
 
 def test_dockerignore_sends_only_what_the_image_copies():
@@ -215,7 +216,7 @@ def test_readme_builds_and_runs_the_image_the_manifests_use(container):
     assert run.rstrip().endswith(image)
     assert f":{CONTAINER_MODELS_DIR}" in run
     for port in configured_ports().values():
-        assert f"-p 127.0.0.1:{port}:{port}" in run
+        assert f"-p {HOST}:{port}:{port}" in run
     assert f"-t {image} ." in DOCKERFILE.read_text()  # the Dockerfile's own header says the same
     for manifest in (SERVING_RUNTIME, INFERENCE_SERVICE):
         assert f"kubectl apply -f {manifest.relative_to(REPO_ROOT)}" in commands

@@ -64,7 +64,7 @@ def test_purge_dirs_creates_model_data_and_protos(runtime):
     assert (work_dir / "protos" / "openapi.json").is_file()
     # The start-up ends with what is served where (printed once the ports are the runtime's).
     wait_until(lambda: "Stop: Ctrl-C" in runtime.log(), 30, "the launcher's start-up summary")
-    assert f"gRPC     127.0.0.1:{runtime.ports['grpc']}" in runtime.log()
+    assert f"gRPC     {common.HOST}:{runtime.ports['grpc']}" in runtime.log()
 
 
 def test_client_trains_and_predicts_with_the_new_model(runtime, client_run):
@@ -151,7 +151,7 @@ def test_sigterm_mid_training_stops_the_runtime_and_the_client_says_so(runtime, 
         _, stderr = client.communicate(timeout=60)
     assert client.returncode == 1
     assert stderr.strip().splitlines() == [
-        f"The runtime on 127.0.0.1:{runtime.ports['grpc']} stopped answering during the "
+        f"The runtime on {common.HOST}:{runtime.ports['grpc']} stopped answering during the "
         "training (UNAVAILABLE): start it again; a training it did not finish saved nothing"
     ]
     assert not (runtime.work_dir / "models" / "interrupted").exists()

@@ -23,6 +23,7 @@ import pytest
 from caikit.runtime.protobufs import model_runtime_pb2
 
 # Local
+from common import HOST
 from example_tools.synthetic_data import render_example
 
 from .served_example import (
@@ -57,7 +58,7 @@ def served(tmp_path_factory, saved_model_dir):
 
 @pytest.fixture(scope="module")
 def channel(runtime):
-    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{HOST}:{runtime.ports['grpc']}") as channel:
         yield channel
 
 
@@ -170,7 +171,7 @@ def test_ids_over_the_length_limit_are_invalid_argument_on_both_doors(runtime, p
 
 def test_an_http_body_over_the_limit_is_413_before_it_is_read(runtime):
     """Refused from Content-Length alone: the client has sent only its headers."""
-    connection = http.client.HTTPConnection("127.0.0.1", runtime.ports["http"], timeout=10)
+    connection = http.client.HTTPConnection(HOST, runtime.ports["http"], timeout=10)
     try:
         connection.putrequest("POST", PREDICT_ROUTE)
         connection.putheader("Content-Type", "application/json")

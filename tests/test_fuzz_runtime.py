@@ -25,6 +25,7 @@ import grpc
 import numpy as np
 
 # Local
+from common import HOST
 from caikit_computer_vision.data_model import ObjectDetectionResult
 from caikit_computer_vision.defaults import DEFAULT_IMAGE_FORMATS, MAX_IMAGE_PIXELS
 from example_tools.runtime_harness import RuntimeProcess
@@ -177,7 +178,7 @@ def http_predict(
         # Python writes NaN and Infinity into JSON as bare words; so would a careless client.
         body["parameters"] = {"threshold": threshold}
     request = urllib.request.Request(
-        f"http://127.0.0.1:{runtime.ports['http']}{HTTP_PREDICT_PATH}",
+        f"http://{HOST}:{runtime.ports['http']}{HTTP_PREDICT_PATH}",
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )

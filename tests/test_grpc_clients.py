@@ -74,7 +74,7 @@ def runtime(walkthrough):
 
 @pytest.fixture(scope="module")
 def channel(runtime):
-    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{common.HOST}:{runtime.ports['grpc']}") as channel:
         yield channel
 
 

@@ -164,8 +164,8 @@ def _predict_when_served(runtime, model_id: str, inputs: str) -> Dict[str, Any]:
 def test_readme_addresses_are_the_configured_ports():
     ports = configured_ports()
     http = bash_commands(readme_section(HTTP_SECTION))
-    assert http and all(f"http://127.0.0.1:{ports['http']}/" in command for command in http)
-    assert f"http://127.0.0.1:{ports['metrics']}/metrics" in readme_section(HEALTH_SECTION)
+    assert http and all(f"http://{common.HOST}:{ports['http']}/" in command for command in http)
+    assert f"http://{common.HOST}:{ports['metrics']}/metrics" in readme_section(HEALTH_SECTION)
 
 
 def test_readme_predict_curl_returns_detections_of_new_model(runtime, spec):

@@ -24,6 +24,7 @@ import time
 import pytest
 
 # Local
+from common import HOST
 from example_tools.runtime_harness import LAUNCHER, free_port, runtime_env
 from example_tools.synthetic_data import render_example
 
@@ -51,7 +52,7 @@ def served(served_tuned):
 
 
 def _connect(runtime, port: str = "http") -> socket.socket:
-    return socket.create_connection(("127.0.0.1", runtime.ports[port]), timeout=10)
+    return socket.create_connection((HOST, runtime.ports[port]), timeout=10)
 
 
 def _seconds_until_closed(sock: socket.socket, timeout: float) -> float:
@@ -218,7 +219,7 @@ def test_a_metrics_request_head_is_closed_within_its_timeout(runtime):
 def test_a_deeply_nested_json_body_is_422_with_one_warning(runtime):
     offset = runtime.log_path.stat().st_size
     body = '{"model_id": ' + "[" * 200_000 + "]" * 200_000 + "}"
-    connection = http.client.HTTPConnection("127.0.0.1", runtime.ports["http"], timeout=30)
+    connection = http.client.HTTPConnection(HOST, runtime.ports["http"], timeout=30)
     try:
         connection.request("POST", PREDICT_ROUTE, body, {"Content-Type": "application/json"})
         response = connection.getresponse()
@@ -236,7 +237,7 @@ def test_a_deeply_nested_json_body_is_422_with_one_warning(runtime):
 def test_control_characters_of_a_path_are_logged_escaped(runtime):
     """The path is percent-decoded before the door sees it: ESC, CR LF and NUL reach it."""
     offset = runtime.log_path.stat().st_size
-    connection = http.client.HTTPConnection("127.0.0.1", runtime.ports["http"], timeout=10)
+    connection = http.client.HTTPConnection(HOST, runtime.ports["http"], timeout=10)
     try:
         connection.request("GET", "/x%1b%5b31mRED%0d%0aFAKE%00")
         response = connection.getresponse()

@@ -19,6 +19,7 @@ import time
 import pytest
 
 # Local
+from common import HOST
 from example_tools.load_generator import (
     CallRecord,
     LoadReport,
@@ -124,7 +125,7 @@ def sigterm_while_in_flight(clients: PredictClients, runtime: RuntimeProcess) ->
 def test_sigterm_mid_load_completes_calls_in_flight_and_exits_0(runtime, load_report, capsys):
     """Runs after the load (it asks for ``load_report``), because it stops the runtime."""
     image, _ = render_example("cat", image_size=BURST_IMAGE_SIZE)
-    clients = PredictClients(f"127.0.0.1:{runtime.ports['grpc']}", image, LOAD_CLIENTS)
+    clients = PredictClients(f"{HOST}:{runtime.ports['grpc']}", image, LOAD_CLIENTS)
     clients.start()
     try:
         time.sleep(SIGTERM_AFTER_S)

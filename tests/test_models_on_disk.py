@@ -114,5 +114,5 @@ def test_two_runtimes_saving_one_name_keep_the_first_model(runtime, second_runti
     assert [p.name for p in models.iterdir() if p.name.startswith(".")] == []
     assert (models / "raced" / "config.yml").is_file()
     for served, _ in jobs.values():
-        with grpc.insecure_channel(f"127.0.0.1:{served.ports['grpc']}") as channel:
+        with grpc.insecure_channel(f"{common.HOST}:{served.ports['grpc']}") as channel:
             assert predict_callable(channel)(IMAGE, 0.0, model_id="raced").detected_objects

@@ -104,7 +104,7 @@ class CountingServer:
         self.connections = 0
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket.bind((common.HOST, 0))
         self._socket.listen(16)
         self._socket.settimeout(0.2)
         self.port = self._socket.getsockname()[1]
@@ -170,7 +170,7 @@ def test_demo_names_every_taken_port_in_one_line_and_sends_them_nothing(tmp_path
     assert (grpc_holder.connections, http_holder.connections) == (0, 0)
     assert run.returncode == 2, run.output
     assert run.stderr.strip() == (
-        f"ports {ports['grpc']} (grpc), {ports['http']} (http) are already in use on 127.0.0.1: "
+        f"ports {ports['grpc']} (grpc), {ports['http']} (http) are already in use on {common.HOST}: "
         "stop the program that holds them, or choose other ports with RUNTIME_GRPC_PORT=<port> "
         "RUNTIME_HTTP_PORT=<port>"
     )
@@ -290,8 +290,8 @@ def test_launcher_ends_its_start_up_with_what_it_serves_and_how_to_stop(served_w
         f"Serving 2 model(s) from {served_workspace.work_dir / 'models'}: my_model, {USER_MODEL}"
         in block
     )
-    assert f"gRPC     127.0.0.1:{runtime.ports['grpc']}" in block
-    assert f"HTTP     http://127.0.0.1:{runtime.ports['http']}" in block
+    assert f"gRPC     {common.HOST}:{runtime.ports['grpc']}" in block
+    assert f"HTTP     http://{common.HOST}:{runtime.ports['http']}" in block
     assert f"Stop: Ctrl-C here, or kill {runtime.process.pid} (SIGTERM)" in block
 
 

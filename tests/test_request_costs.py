@@ -48,7 +48,7 @@ def runtime(served_tuned):
 def _own_channel(runtime) -> grpc.Channel:
     """A channel on a connection of its own (grpc shares one between equal channels)."""
     return grpc.insecure_channel(
-        f"127.0.0.1:{runtime.ports['grpc']}", options=[("grpc.use_local_subchannel_pool", 1)]
+        f"{common.HOST}:{runtime.ports['grpc']}", options=[("grpc.use_local_subchannel_pool", 1)]
     )
 
 
@@ -156,7 +156,7 @@ def test_a_refused_call_is_answered_without_waiting_for_its_message(runtime):
 
 def test_a_malformed_request_message_is_invalid_argument_in_one_log_line(runtime):
     before = runtime.log()
-    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{common.HOST}:{runtime.ports['grpc']}") as channel:
         raw = channel.unary_unary(
             PREDICT_METHOD, request_serializer=lambda m: m, response_deserializer=lambda b: b
         )
@@ -174,7 +174,7 @@ def test_a_malformed_request_message_is_invalid_argument_in_one_log_line(runtime
 
 def test_a_malformed_health_check_is_invalid_argument(runtime):
     """Every unary method goes through the door's reading, caikit's and grpc's own included."""
-    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{common.HOST}:{runtime.ports['grpc']}") as channel:
         status = channel.unary_unary(
             "/grpc.health.v1.Health/Check",
             request_serializer=lambda m: m,
@@ -270,7 +270,7 @@ def test_no_port_is_reachable_on_another_address_of_the_machine(runtime):
             assert connection.connect_ex((address, port)) != 0, f"{server} port {port} open on {address}"
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as connection:
             connection.settimeout(2)
-            assert connection.connect_ex(("127.0.0.1", port)) == 0, f"{server} port {port} closed"
+            assert connection.connect_ex(("{common.HOST}", port)) == 0, f"{server} port {port} closed"
 
 
 # -- the log ---------------------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def _new_log_lines(runtime, before: str) -> List[str]:
     ids=["threshold-out-of-range", "not-an-image"],
 )
 def test_a_client_error_is_one_warning_line_over_grpc_and_http(runtime, threshold, inputs, says):
-    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{common.HOST}:{runtime.ports['grpc']}") as channel:
         before = runtime.log()
         with pytest.raises(grpc.RpcError) as refused:
             predict_callable(channel)(inputs, threshold, timeout=10)

@@ -20,6 +20,7 @@ from caikit.interfaces.common.data_model import File
 from caikit.interfaces.runtime.data_model import DeployModelRequest, UndeployModelRequest
 
 # Local
+from common import HOST
 from example_tools.runtime_harness import predict_callable, start_example_runtime
 from example_tools.synthetic_data import render_example
 
@@ -69,7 +70,7 @@ def runtime(tmp_path_factory, saved_model_dir, outside):
 
 @pytest.fixture(scope="module")
 def predict(runtime):
-    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{HOST}:{runtime.ports['grpc']}") as channel:
         yield predict_callable(channel)
 
 
@@ -144,7 +145,7 @@ def test_a_model_name_inside_the_output_dir_name_still_gets_its_own_directory(ru
 
 
 def _grpc_management(runtime, method: str, request):
-    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{HOST}:{runtime.ports['grpc']}") as channel:
         call = channel.unary_unary(
             f"{MODEL_MANAGEMENT}/{method}",
             request_serializer=lambda message: message.to_proto().SerializeToString(),
@@ -231,7 +232,7 @@ def test_enabled_deployment_deploys_and_undeploys_inside_models(deploying_runtim
         DeployModelRequest(model_id="uploaded", model_files=_model_files(saved_model_dir)),
     )
     assert (root / "models" / "uploaded" / "config.yml").is_file()
-    with grpc.insecure_channel(f"127.0.0.1:{deploying_runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{HOST}:{deploying_runtime.ports['grpc']}") as channel:
         assert predict_callable(channel)(IMAGE, 0.0, model_id="uploaded").detected_objects
     status, _ = deploying_runtime.http("DELETE", "/management/models?model_id=../models/uploaded")
     assert status == 400
@@ -253,7 +254,7 @@ def _model_runtime(runtime, method: str, request):
     from caikit.runtime.protobufs import model_runtime_pb2
 
     response_class = getattr(model_runtime_pb2, f"{method[0].upper()}{method[1:]}Response")
-    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{HOST}:{runtime.ports['grpc']}") as channel:
         call = channel.unary_unary(
             f"{MODEL_RUNTIME}/{method}",
             request_serializer=lambda message: message.SerializeToString(),
@@ -290,7 +291,7 @@ def test_modelmesh_loads_sizes_serves_and_unloads_a_pulled_model(deploying_runti
     assert loaded.sizeInBytes > 0
     sized = _model_runtime(deploying_runtime, "modelSize", mr.ModelSizeRequest(modelId=MESH_MODEL_ID))
     assert sized.sizeInBytes == loaded.sizeInBytes
-    with grpc.insecure_channel(f"127.0.0.1:{deploying_runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{HOST}:{deploying_runtime.ports['grpc']}") as channel:
         assert predict_callable(channel)(IMAGE, 0.0, model_id=MESH_MODEL_ID).detected_objects
     _model_runtime(deploying_runtime, "unloadModel", mr.UnloadModelRequest(modelId=MESH_MODEL_ID))
     listed = deploying_runtime.http_json("/info/models")["models"]
@@ -318,7 +319,7 @@ def test_modelmesh_calls_stay_inside_models(deploying_runtime, method, fields, c
     before = _tree(deploying_runtime.work_dir)
     assert _model_runtime_status(deploying_runtime, method, request) == getattr(grpc.StatusCode, code)
     assert _tree(deploying_runtime.work_dir) == before
-    with grpc.insecure_channel(f"127.0.0.1:{deploying_runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{HOST}:{deploying_runtime.ports['grpc']}") as channel:
         assert predict_callable(channel)(IMAGE, 0.0).detected_objects  # my_model still served
 
 

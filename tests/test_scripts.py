@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 # Local
+from common import HOST
 from example_tools.runtime_harness import (
     LAUNCHER,
     REPO_ROOT,
@@ -63,7 +64,7 @@ def test_launcher_refuses_a_setting_in_one_line(tmp_path, saved_model_dir):
 def test_launcher_names_a_busy_port_and_its_override_in_one_line(tmp_path):
     ports = _free_ports()
     with socket.socket() as holder:
-        holder.bind(("127.0.0.1", ports["http"]))
+        holder.bind((HOST, ports["http"]))
         holder.listen()
         run = subprocess.run(
             [sys.executable, str(LAUNCHER), "--purge_dirs"],
@@ -75,7 +76,7 @@ def test_launcher_names_a_busy_port_and_its_override_in_one_line(tmp_path):
         )
     assert run.returncode == 2
     assert run.stderr.strip() == (
-        f"port {ports['http']} (http) is already in use on 127.0.0.1: stop the program that "
+        f"port {ports['http']} (http) is already in use on {HOST}: stop the program that "
         "holds it, or choose other ports with RUNTIME_HTTP_PORT=<port>"
     )
     # Refused before any set-up work: nothing was purged or created.

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 # Local
+from common import HOST
 from example_tools.runtime_harness import (
     predict_callable,
     prepare_work_dir,
@@ -117,7 +118,7 @@ def ssl_context(pki: Pki, with_client_cert: bool) -> ssl.SSLContext:
 
 def https_health(port: int, context: ssl.SSLContext) -> int:
     with urllib.request.urlopen(
-        f"https://127.0.0.1:{port}/health", context=context, timeout=5
+        f"https://{HOST}:{port}/health", context=context, timeout=5
     ) as response:
         return response.status
 
@@ -143,7 +144,7 @@ def grpc_channel(
         private_key=client_pki.client_key.read_bytes() if client_pki else None,
         certificate_chain=client_pki.client_cert.read_bytes() if client_pki else None,
     )
-    return grpc.secure_channel(f"127.0.0.1:{runtime.ports['grpc']}", credentials)
+    return grpc.secure_channel(f"{HOST}:{runtime.ports['grpc']}", credentials)
 
 
 def assert_predict_refused(channel: grpc.Channel, jpeg: bytes) -> None:
@@ -225,7 +226,7 @@ class TestTls:
         assert result.producer_id.name
 
     def test_insecure_grpc_channel_is_refused(self, tls_runtime, jpeg):
-        with grpc.insecure_channel(f"127.0.0.1:{tls_runtime.ports['grpc']}") as channel:
+        with grpc.insecure_channel(f"{HOST}:{tls_runtime.ports['grpc']}") as channel:
             assert_predict_refused(channel, jpeg)
 
     def test_https_health_with_the_ca(self, tls_runtime, pki):
@@ -233,12 +234,12 @@ class TestTls:
         assert https_health(tls_runtime.ports["http"], context) == 200
 
     def test_plain_http_is_refused(self, tls_runtime):
-        url = f"http://127.0.0.1:{tls_runtime.ports['http']}/health"
+        url = f"http://{HOST}:{tls_runtime.ports['http']}/health"
         assert_http_refused(lambda: urllib.request.urlopen(url, timeout=5))
 
     def test_metrics_stay_plain_http(self, tls_runtime):
         # Documented in the README: runtime.tls does not cover the Prometheus endpoint.
-        url = f"http://127.0.0.1:{tls_runtime.ports['metrics']}/metrics"
+        url = f"http://{HOST}:{tls_runtime.ports['metrics']}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200
 

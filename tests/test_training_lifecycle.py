@@ -16,6 +16,7 @@ import time
 import grpc
 
 # Local
+from common import HOST
 from example_tools.runtime_harness import predict_callable, start_example_runtime, start_runtime
 from example_tools.synthetic_data import generate_train_data, render_example
 
@@ -90,7 +91,7 @@ def test_failed_training_reports_its_error_and_keeps_every_model(runtime):
     assert "01499.jpg" in " ".join(info["reasons"])
     assert not (work_dir / "models" / "doomed").exists()
     assert _digest(work_dir / "models" / "my_model") == base
-    with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+    with grpc.insecure_channel(f"{HOST}:{runtime.ports['grpc']}") as channel:
         assert predict_callable(channel)(IMAGE, 0.0).detected_objects
 
 
@@ -115,7 +116,7 @@ def test_a_forgotten_training_keeps_the_model_it_saved(tmp_path, saved_model_dir
         )
         # ...and its model is still on disk and served.
         assert (runtime.work_dir / "models" / "kept" / "config.yml").is_file()
-        with grpc.insecure_channel(f"127.0.0.1:{runtime.ports['grpc']}") as channel:
+        with grpc.insecure_channel(f"{HOST}:{runtime.ports['grpc']}") as channel:
             assert predict_callable(channel)(IMAGE, 0.0, model_id="kept").detected_objects
     finally:
         runtime.stop()
@@ -141,7 +142,7 @@ def test_sigkill_mid_training_loses_nothing_and_restart_serves_every_model(
 
     restarted = start_runtime(tmp_path, [])
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{restarted.ports['grpc']}") as channel:
+        with grpc.insecure_channel(f"{HOST}:{restarted.ports['grpc']}") as channel:
             predict = predict_callable(channel)
             for model_id in complete:
                 assert predict(IMAGE, 0.0, model_id=model_id).detected_objects, model_id
