@@ -3,6 +3,7 @@
     .venv/bin/python -m bench --only peers            # about 25 minutes on 2 cores
     .venv/bin/python -m bench --only peers --quick    # about 2.5 minutes: demo model, one round
     .venv/bin/python -m bench.peers.rounds --quick --servers ours fastapi   # some servers only
+    .venv/bin/python -m bench.peers.rounds --server-env OMP_WAIT_POLICY=PASSIVE  # see below
 
 Servers, each on free ports of 127.0.0.1 (checked: every listening socket of its process tree),
 each in a process group of its own and always stopped: our runtime (gRPC and HTTP, through
@@ -29,6 +30,13 @@ order rotates from round to round. A resumed server first gets a few seconds of 
 not counted. Figures are medians over the rounds; the ratio ours gRPC / best peer is the median
 of the per-round ratios, the best peer being the one with the highest median requests/s in that
 row. Idle RSS is of each server's whole process tree.
+
+Torch's OpenMP threads spin for a while after each operation (libgomp's default wait policy).
+On 2 cores, a peer running torch on 2 threads in another process than the one that answers the
+client (LitServe), or beside an event loop that must run to answer (KServe), then has calls of
+about 250 ms that ``OMP_WAIT_POLICY=PASSIVE`` in the servers' environment removes (KServe's
+demo-model rate 12 to 66 req/s by default, 250 to 309 with it, in smoke runs of 2026-12-05 on
+a shared VM). ``--server-env`` measures with such a setting, ours included.
 
 Full run: the servers' starts and checks (about 2 minutes), then 3 rounds of 9 server
 protocols x 2 models (the demo model with 3 s windows, the yolos-tiny-size model with 7 s
@@ -302,6 +310,7 @@ def _python(server: Server, pythons: Dict[str, pathlib.Path]) -> str:
 @contextmanager
 def started(
     server: Server,
+    server_env: Dict[str, str],
     pythons: Dict[str, pathlib.Path],
     saved: pathlib.Path,
     models: Sequence[str],
@@ -309,7 +318,7 @@ def started(
 ) -> Iterator[Tuple[int, Dict[str, int]]]:
     """(pid, ports) of ``server``, serving every saved model; stopped on exit."""
     if server.module is None:
-        with serving(work / "ours", saved) as runtime:
+        with serving(work / "ours", saved, server_env) as runtime:
             check_loopback_only(server.name, runtime.process.pid)
             yield runtime.process.pid, dict(runtime.ports)
         return
@@ -323,7 +332,7 @@ def started(
     with running_server(
         server.name,
         argv,
-        _env(),
+        {**_env(), **server_env},
         work / f"{server.name}.log",
         REPO_ROOT,
         list(ports.values()),
@@ -351,11 +360,12 @@ def start_and_check(
     results: Results,
     work: pathlib.Path,
     stack: ExitStack,
+    server_env: Dict[str, str],
 ) -> Running:
     """Start ``server`` (stopped when ``stack`` closes), check every variant's answers and
     record the start's time and the idle RSS."""
     began = time.monotonic()
-    pid, ports = stack.enter_context(started(server, pythons, saved, plan.models, work))
+    pid, ports = stack.enter_context(started(server, server_env, pythons, saved, plan.models, work))
     # Closed before the server stops (an ExitStack unwinds last in, first out).
     stack.callback(resume, pid)
     loads = {}
@@ -469,8 +479,11 @@ def _measure(
 # -- the run ------------------------------------------------------------------------------------
 
 
-def measure(quick: bool, servers: Sequence[Server] = SERVERS) -> Tuple[Plan, Results]:
-    """Start every server, check its answers, then measure them in rounds, each server alone."""
+def measure(
+    quick: bool, servers: Sequence[Server] = SERVERS, server_env: Optional[Dict[str, str]] = None
+) -> Tuple[Plan, Results]:
+    """Start every server (``server_env`` added to each one's environment), check its answers,
+    then measure them in rounds, each server alone."""
     plan = PLANS[quick]
     pythons = venvs.ensure_all(sorted({s.venv for s in servers if s.venv}))
     results = Results()
@@ -496,6 +509,7 @@ def measure(quick: bool, servers: Sequence[Server] = SERVERS) -> Tuple[Plan, Res
                     results,
                     server_dir,
                     stack,
+                    dict(server_env or {}),
                 )
             )
             pause(running[-1].pid)
@@ -526,10 +540,12 @@ def measure(quick: bool, servers: Sequence[Server] = SERVERS) -> Tuple[Plan, Res
     return plan, results
 
 
-def run(quick: bool, servers: Sequence[Server] = SERVERS) -> List[Figure]:
+def run(
+    quick: bool, servers: Sequence[Server] = SERVERS, server_env: Optional[Dict[str, str]] = None
+) -> List[Figure]:
     """Requests/s and p50 latency of every server, by model, image and clients; ours against
     the best peer."""
-    plan, results = measure(quick, servers)
+    plan, results = measure(quick, servers, server_env)
     print(markdown_table(plan, results))
     return figures(plan, results)
 
@@ -679,9 +695,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         choices=[s.name for s in SERVERS],
         help="measure only these servers (ours is needed for the ratios)",
     )
+    parser.add_argument(
+        "--server-env",
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in every server's environment, ours included, e.g. OMP_WAIT_POLICY=PASSIVE "
+        "(libgomp's idle threads then sleep at once instead of spinning: on 2 cores, a server "
+        "whose model runs in another process than its HTTP front, LitServe, otherwise has calls "
+        "of about 250 ms)",
+    )
     args = parser.parse_args(argv)
     servers = [s for s in SERVERS if not args.servers or s.name in args.servers]
-    print(render_table(run(args.quick, servers)))
+    server_env = dict(value.split("=", 1) for value in args.server_env)
+    print(render_table(run(args.quick, servers, server_env)))
     return 0
 
 
