@@ -4,6 +4,7 @@
     .venv/bin/python -m bench --only peers --quick    # about 2.5 minutes: demo model, one round
     .venv/bin/python -m bench.peers.rounds --quick --servers ours fastapi   # some servers only
     .venv/bin/python -m bench.peers.rounds --server-env OMP_WAIT_POLICY=PASSIVE  # see below
+    .venv/bin/python -m bench.peers.rounds --launcher /tmp/before/launch_vision_runtime.py
 
 Servers, each on free ports of 127.0.0.1 (checked: every listening socket of its process tree),
 each in a process group of its own and always stopped: our runtime (gRPC and HTTP, through
@@ -81,6 +82,7 @@ from bench.served_models import (
     serving,
 )
 from caikit_computer_vision.detection import Detector
+from example_tools import runtime_harness
 from example_tools.runtime_harness import REPO_ROOT, free_port
 from example_tools.synthetic_data import render_example
 
@@ -705,7 +707,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "whose model runs in another process than its HTTP front, LitServe, otherwise has calls "
         "of about 250 ms)",
     )
+    parser.add_argument(
+        "--launcher",
+        type=pathlib.Path,
+        help="serve 'ours' with another checkout's launch_vision_runtime.py (a git worktree of an "
+        "older commit), for before/after figures",
+    )
     args = parser.parse_args(argv)
+    if args.launcher:
+        runtime_harness.LAUNCHER = args.launcher.resolve()
     servers = [s for s in SERVERS if not args.servers or s.name in args.servers]
     server_env = dict(value.split("=", 1) for value in args.server_env)
     print(render_table(run(args.quick, servers, server_env)))
