@@ -270,7 +270,7 @@ def test_no_port_is_reachable_on_another_address_of_the_machine(runtime):
             assert connection.connect_ex((address, port)) != 0, f"{server} port {port} open on {address}"
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as connection:
             connection.settimeout(2)
-            assert connection.connect_ex(("{common.HOST}", port)) == 0, f"{server} port {port} closed"
+            assert connection.connect_ex((common.HOST, port)) == 0, f"{server} port {port} closed"
 
 
 # -- the log ---------------------------------------------------------------------------------------
