@@ -9,6 +9,7 @@ request never waits for company, and torch's threads follow how many passes run 
 
 # Standard
 from concurrent.futures import ThreadPoolExecutor
+import asyncio
 import threading
 import time
 
@@ -25,6 +26,7 @@ from caikit_computer_vision.batching import (
     ThreadShare,
 )
 from caikit_computer_vision.detection import Detector
+from caikit_computer_vision.guards.http_door import _DisconnectWatch
 from caikit_computer_vision.guards.limits import Limits
 from example_tools.tiny_yolos import build_tiny_yolos
 
@@ -307,3 +309,23 @@ def _wait_for(condition, timeout=10.0):
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.005)
+
+
+def test_the_http_door_sees_a_client_leave_and_the_app_still_gets_its_message():
+    async def scenario():
+        messages = asyncio.Queue()
+        watch = _DisconnectWatch(messages.get)
+        await asyncio.sleep(0)
+        assert watch.client_waits(), "nothing received yet: the client is there"
+        await messages.put({"type": "http.disconnect"})
+        await asyncio.sleep(0)
+        assert not watch.client_waits()
+        assert await watch.receive() == {"type": "http.disconnect"}
+        watch.close()
+
+        staying = _DisconnectWatch(asyncio.Queue().get)
+        await asyncio.sleep(0)
+        assert staying.client_waits()
+        staying.close()
+
+    asyncio.run(scenario())
