@@ -28,6 +28,7 @@ from caikit_computer_vision.batching import (
 from caikit_computer_vision.detection import Detector
 from caikit_computer_vision.guards.http_door import _DisconnectWatch
 from caikit_computer_vision.guards.limits import Limits
+from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from example_tools.tiny_yolos import build_tiny_yolos
 
 from .conftest import encode_image, noise_image
@@ -329,3 +330,26 @@ def test_the_http_door_sees_a_client_leave_and_the_app_still_gets_its_message():
         staying.close()
 
     asyncio.run(scenario())
+
+
+def test_a_batch_grows_only_while_its_pass_is_small():
+    batcher, batches = _recording_batcher(max_batch_size=8, max_delay_s=0.2)
+    batcher.batch_size_for = lambda item: 1 if item >= 100 else 3
+    start = threading.Barrier(6)
+
+    def submit(item):
+        with batcher.preparing():
+            start.wait()
+        return batcher.submit("big" if item >= 100 else "small", item)
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(submit, [1, 2, 3, 100, 101, 102]))
+    assert all(len(batch) == 1 for batch in batches if batch[0] >= 100)
+    assert max(len(batch) for batch in batches if batch[0] < 100) <= 3
+
+
+def test_the_demo_model_batches_and_a_yolos_tiny_size_model_runs_one_image_a_pass(detector):
+    image = encode_image(noise_image(640, 480))
+    assert detector._batch_size_for(detector.detector.prepare(image)) >= 8
+    large = TransformersObjectDetector(*build_tiny_yolos(architecture="yolos-tiny"))
+    assert large._batch_size_for(large.detector.prepare(image)) == 1

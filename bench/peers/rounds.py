@@ -167,7 +167,16 @@ SERVERS = (
         ports=("http", "grpc"),
     ),
 )
-OUR_VARIANTS = ("ours gRPC", "ours HTTP")
+# Our runtime from another checkout (--launcher), measured beside the rest for before/after.
+BEFORE = Server(
+    "ours-before",
+    None,
+    None,
+    (Variant("before gRPC", "ours-grpc", "grpc"), Variant("before HTTP", "ours-http", "http")),
+)
+OUR_VARIANTS = ("ours gRPC", "ours HTTP", "before gRPC", "before HTTP")
+# The launcher of BEFORE, set by --launcher.
+_before_launcher: Optional[pathlib.Path] = None
 
 
 @dataclass(frozen=True)
@@ -320,9 +329,16 @@ def started(
 ) -> Iterator[Tuple[int, Dict[str, int]]]:
     """(pid, ports) of ``server``, serving every saved model; stopped on exit."""
     if server.module is None:
-        with serving(work / "ours", saved, server_env) as runtime:
-            check_loopback_only(server.name, runtime.process.pid)
-            yield runtime.process.pid, dict(runtime.ports)
+        default_launcher = runtime_harness.LAUNCHER
+        if server is BEFORE:
+            runtime_harness.LAUNCHER = _before_launcher
+        try:
+            with serving(work / server.name, saved, server_env) as runtime:
+                runtime_harness.LAUNCHER = default_launcher
+                check_loopback_only(server.name, runtime.process.pid)
+                yield runtime.process.pid, dict(runtime.ports)
+        finally:
+            runtime_harness.LAUNCHER = default_launcher
         return
     ports = {name: free_port() for name in server.ports}
     # The first port is --port; a server with HTTP and gRPC takes the gRPC one as --grpc-port.
@@ -593,6 +609,9 @@ def markdown_table(plan: Plan, results: Results) -> str:
         "| p50 ours / best peer | HTTP / gRPC |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    if "before gRPC" in results.rates:
+        lines[0] += " before gRPC | p50 before | before / best peer |"
+        lines[1] += "---|---|---|"
     for cell in _cells(plan):
         model, image, clients = cell
         ours = _rates(results, "ours gRPC", cell)
@@ -601,12 +620,20 @@ def markdown_table(plan: Plan, results: Results) -> str:
         ratios = _paired_ratio(results, cell, best) if _measured(ours) and best else []
         peer = f"{_marked(best, results)} {_rate(_rates(results, best, cell))}" if best else "-"
         both = _measured(ours) and _measured(http)
-        lines.append(
+        line = (
             f"| {_model_name(model)} | {image} | {clients} | {_rate(ours)} | {_rate(http)} "
             f"| {peer} | {f'{statistics.median(ratios):.2f}' if ratios else '-'} "
             f"| {_p50(results, 'ours gRPC', cell)} / {_p50(results, best, cell)} "
             f"| {f'{_median(http) / _median(ours):.2f}' if both else '-'} |"
         )
+        before = _rates(results, "before gRPC", cell)
+        if _measured(before):
+            before_ratios = _paired_ratio(results, cell, best, "before gRPC") if best else []
+            line += (
+                f" {_rate(before)} | {_p50(results, 'before gRPC', cell)} "
+                f"| {f'{statistics.median(before_ratios):.2f}' if before_ratios else '-'} |"
+            )
+        lines.append(line)
     rss = ", ".join(f"{name} {mib:.0f} MiB" for name, mib in results.idle_rss_mib.items())
     return "\n".join(lines) + f"\n\nIdle RSS (whole process tree, once started): {rss}\n"
 
@@ -627,9 +654,11 @@ def _p50(results: Results, variant: Optional[str], cell: Cell) -> str:
     return f"{_median(values):.4g} ms" if _measured(values) else "-"
 
 
-def _paired_ratio(results: Results, cell: Cell, peer: str) -> List[float]:
-    """Ours gRPC / ``peer`` in each round where both have a figure."""
-    ours, theirs = _rates(results, "ours gRPC", cell), _rates(results, peer, cell)
+def _paired_ratio(
+    results: Results, cell: Cell, peer: str, variant: str = "ours gRPC"
+) -> List[float]:
+    """``variant`` (ours gRPC) / ``peer`` in each round where both have a figure."""
+    ours, theirs = _rates(results, variant, cell), _rates(results, peer, cell)
     return [a / b for a, b in zip(ours, theirs) if a is not None and b]
 
 
@@ -710,13 +739,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--launcher",
         type=pathlib.Path,
-        help="serve 'ours' with another checkout's launch_vision_runtime.py (a git worktree of an "
-        "older commit), for before/after figures",
+        help="also measure our runtime as another checkout's launch_vision_runtime.py serves it "
+        "(a git worktree of an older commit): 'before' columns beside ours",
     )
     args = parser.parse_args(argv)
-    if args.launcher:
-        runtime_harness.LAUNCHER = args.launcher.resolve()
     servers = [s for s in SERVERS if not args.servers or s.name in args.servers]
+    if args.launcher:
+        global _before_launcher  # pylint: disable=global-statement
+        _before_launcher = args.launcher.resolve()
+        servers.insert(1, BEFORE)
     server_env = dict(value.split("=", 1) for value in args.server_env)
     print(render_table(run(args.quick, servers, server_env)))
     return 0

@@ -149,6 +149,8 @@ class ModelCallGate:
 
     async def acquire_async(self) -> None:
         """Wait for a slot without blocking the event loop; a cancelled wait takes none."""
+        if self._semaphore.acquire(blocking=False):
+            return  # a free slot: no hop to a waiter thread
         waiting = asyncio.get_running_loop().run_in_executor(self._waiters, self._semaphore.acquire)
         try:
             await asyncio.shield(waiting)

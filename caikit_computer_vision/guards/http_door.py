@@ -7,9 +7,9 @@ checks the route against the allowlist, then reads the body first: up to ``max_h
 length: such a request waits for its turn before any of its body is read, and keeps it until it
 is answered, so that only that many large bodies are in memory; small bodies are bounded by
 ``max_concurrent_model_calls``, and can fill a batch).
-Then, on a thread so that the event loop keeps answering (health checks), it checks the JSON
-against the route's request model in pydantic's strict mode (caikit validates in lax mode, where
-``"0.5"`` and ``true`` are numbers) and the model id against ``models/``, and hands the body it
+Then (on a thread for bodies over 64 KiB, so that the event loop keeps answering health
+checks) it checks the JSON against the route's request model in pydantic's strict mode (caikit
+validates in lax mode, where ``"0.5"`` and ``true`` are numbers) and the model id against ``models/``, and hands the body it
 read to caikit. Refusals have caikit's error shape: ``{"details", "code", "id"}``; one sent
 before the whole body was read closes the connection, so that its client cannot keep sending.
 The client's path is logged and quoted escaped (``printable``): it is percent-decoded, and may
@@ -107,6 +107,9 @@ def printable(text: str) -> str:
 
 # Bodies up to this size (a photo of a few hundred kB, base64 in JSON) need no large-body slot.
 SMALL_BODY_BYTES = 1024 * 1024
+# JSON bodies up to this size are checked on the event loop (well under a millisecond); bigger
+# ones on a thread, so that the loop keeps answering (health checks).
+SMALL_JSON_BYTES = 64 * 1024
 
 
 class HttpFrontDoor:
@@ -146,7 +149,7 @@ class HttpFrontDoor:
         """Read and check the body, then hand the request to caikit."""
         try:
             body = await self._read_body(what, scope, receive)
-            if route.kind in JSON_KINDS:
+            if route.kind in JSON_KINDS and len(body) > SMALL_JSON_BYTES:
                 refusal = await asyncio.get_running_loop().run_in_executor(
                     self._checkers, self._request_refusal, what, route, scope, body
                 )

@@ -33,7 +33,13 @@ import alog
 
 # Local
 from ...atomic_dirs import DirectoryExistsError, staged_directory
-from ...batching import Batcher, ClientGone, ThreadShare, client_still_waiting
+from ...batching import (
+    PARALLEL_PASS_OPERATIONS,
+    Batcher,
+    ClientGone,
+    ThreadShare,
+    client_still_waiting,
+)
 from ...data_model import (
     BoundingBox,
     DetectedObject,
@@ -99,6 +105,7 @@ class TransformersObjectDetector(ModuleBase):
             self._forward,
             max_batch_size=limits.predict_batch_size,
             max_delay_s=limits.predict_batch_delay_ms / 1000,
+            batch_size_for=self._batch_size_for,
         )
 
     @property
@@ -229,6 +236,10 @@ class TransformersObjectDetector(ModuleBase):
             ],
             producer_id=ProducerId(name=self.MODULE_NAME, version=self.MODULE_VERSION),
         )
+
+    def _batch_size_for(self, prepared: PreparedImage) -> int:
+        """Images of this one's shape that a pass may hold while it gains from sharing."""
+        return max(1, int(PARALLEL_PASS_OPERATIONS // self.detector.pass_operations([prepared])))
 
     def _forward(self, batch: Sequence[PreparedImage]) -> List[ForwardRow]:
         with _THREADS.forward(self.detector.pass_operations(batch)):
