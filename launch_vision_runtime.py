@@ -12,6 +12,11 @@ import argparse
 import os
 import sys
 
+# OpenMP reads this when torch loads: whenever torch runs more than one thread, idle worker
+# threads sleep instead of spinning, which on a machine with other work made training steps many
+# times slower (docs/training.md, "What did not work").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # Local
 from example_tools.venv import require_venv  # noqa: E402
 
