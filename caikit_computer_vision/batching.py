@@ -7,13 +7,15 @@ both the wrapper and the servicer. A batcher inside the module needs no caikit a
 
 How it works, without a thread of its own: each request prepares its image in its own server
 thread (a bad image fails there, alone), then hands the processed pixels to its model's
-``Batcher``. The first request to find no forward pass running leads: it gathers what is waiting
-with the same processed shape (up to ``max_batch_size``, and only as many as keep the pass under
-``PARALLEL_PASS_OPERATIONS``: a big model's pass gains nothing from company), waits at most ``max_delay_s`` for more
-only while other requests are still preparing theirs (a lone client never waits), runs one
-forward pass and hands each request its row. While it runs, new requests queue; when it is
-done, one of them leads the next batch. A request whose client gave up (``still_wanted`` says
-no) is dropped before the pass.
+``Batcher``. A request that finds a free lane leads (``lanes``: the cores, so that under load
+each core runs passes of its own, which serves more than one pass spread over all cores): it
+gathers what is waiting with the same processed shape (up to ``max_batch_size``, and only as
+many as keep the pass under ``PARALLEL_PASS_OPERATIONS``: a big model's pass gains nothing from
+company), waits at most ``max_delay_s`` for more only while other requests are still preparing
+theirs (a lone client never waits), runs one forward pass and hands each request its row. While
+every lane runs, new requests queue; when a leader's own request is answered, it hands its lane
+to the oldest queued request. A request whose client gave up (``still_wanted`` says no) is
+dropped before the pass.
 
 Threads follow the load (``ThreadShare``): a forward pass alone gets every core as torch
 intra-op threads; passes of several models, and trainings, share them; a pass too small to gain
@@ -128,8 +130,12 @@ class _Request(Generic[Item, Answer]):
     answer: Optional[Answer] = None
     failure: Optional[BaseException] = None
     done: bool = False
-    # Set when the request is answered, or when its thread is to lead the next batch.
+    # Whether its thread leads passes (it found a free lane, or one was handed to it).
+    leads: bool = False
+    # Set when the request is answered, or when its thread is to lead.
     woken: threading.Event = field(default_factory=threading.Event)
+    # Set when the request is answered.
+    answered: threading.Event = field(default_factory=threading.Event)
 
 
 class Batcher(Generic[Item, Answer]):
@@ -147,6 +153,7 @@ class Batcher(Generic[Item, Answer]):
         max_batch_size: int,
         max_delay_s: float,
         batch_size_for: Callable[[Item], int] = lambda _item: 1 << 30,
+        lanes: int = 1,
     ):
         self.run_batch = run_batch
         self.max_batch_size = max(1, max_batch_size)
@@ -157,7 +164,9 @@ class Batcher(Generic[Item, Answer]):
         # Only the leader waits on this, while it gathers a batch.
         self._gathering = threading.Condition(self._lock)
         self._queue: List[_Request] = []
-        self._leading = False
+        # Passes that may run at once (each led by a request's thread), and those leading now.
+        self.lanes = max(1, lanes)
+        self._leaders = 0
         self._preparing = 0
         # Sizes of the batches run, the last few hundred (for tests and bench).
         self.batch_sizes: List[int] = []
@@ -182,7 +191,7 @@ class Batcher(Generic[Item, Answer]):
         finally:
             with self._lock:
                 self._preparing -= 1
-                self._gathering.notify()
+                self._gathering.notify_all()
 
     def submit(
         self, key: Hashable, item: Item, still_wanted: Callable[[], bool] = lambda: True
@@ -191,35 +200,44 @@ class Batcher(Generic[Item, Answer]):
         request = _Request(key, item, still_wanted)
         with self._lock:
             self._queue.append(request)
-            leads = not self._leading
-            if leads:
-                self._leading = True
+            if self._leaders < self.lanes:
+                self._leaders += 1
+                request.leads = True
             else:
-                self._gathering.notify()
-        if not leads:
+                self._gathering.notify_all()
+        if not request.leads:
             request.woken.wait()
-        if not request.done:  # it leads: it found no leader, or the last one handed over
+        if not request.done:  # it leads: a lane was free, or a leader handed its lane over
             self._lead_until_done(request)
         if request.failure is not None:
             raise request.failure
         return request.answer
 
     def _lead_until_done(self, own: _Request) -> None:
-        """Run batches until ``own`` is answered, then hand the lead to the oldest waiting."""
+        """Run passes until ``own`` is answered, then hand the lane to the oldest follower."""
         try:
             while not own.done:
-                self._run(self._gather())
+                batch = self._gather()
+                if batch is None:  # another lane took ``own`` into its pass
+                    own.answered.wait()
+                else:
+                    self._run(batch)
         finally:
             with self._lock:
-                if self._queue:
-                    self._queue[0].woken.set()
+                follower = next((request for request in self._queue if not request.leads), None)
+                if follower is None:
+                    self._leaders -= 1
                 else:
-                    self._leading = False
+                    follower.leads = True
+                    follower.woken.set()
 
-    def _gather(self) -> List[_Request]:
-        """The next batch: the oldest request's key, waiting briefly while others prepare."""
+    def _gather(self) -> Optional[List[_Request]]:
+        """The next batch: the oldest request's key, waiting briefly while others prepare;
+        None when nothing is queued (another lane took it)."""
         deadline = time.monotonic() + self.max_delay_s
         with self._lock:
+            if not self._queue:
+                return None
             first = self._queue[0]
             size = max(1, min(self.max_batch_size, self.batch_size_for(first.item)))
             while True:
@@ -256,4 +274,5 @@ class Batcher(Generic[Item, Answer]):
                 if request.answer is None and request.failure is None:
                     request.failure = RuntimeError("the forward pass was interrupted")
                 request.done = True
+                request.answered.set()
                 request.woken.set()

@@ -353,3 +353,22 @@ def test_the_demo_model_batches_and_a_yolos_tiny_size_model_runs_one_image_a_pas
     assert detector._batch_size_for(detector.detector.prepare(image)) >= 8
     large = TransformersObjectDetector(*build_tiny_yolos(architecture="yolos-tiny"))
     assert large._batch_size_for(large.detector.prepare(image)) == 1
+
+
+def test_each_lane_runs_a_pass_of_its_own_at_once():
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(items):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)  # the work of a pass: the lanes must overlap it
+        with lock:
+            running[0] -= 1
+        return items
+
+    batcher = Batcher(slow, max_batch_size=1, max_delay_s=0, lanes=2)
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(lambda item: batcher.submit("k", item), range(6))) == list(range(6))
+    assert most[0] == 2

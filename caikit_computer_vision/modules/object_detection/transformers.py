@@ -106,6 +106,7 @@ class TransformersObjectDetector(ModuleBase):
             max_batch_size=limits.predict_batch_size,
             max_delay_s=limits.predict_batch_delay_ms / 1000,
             batch_size_for=self._batch_size_for,
+            lanes=cores(),
         )
 
     @property
