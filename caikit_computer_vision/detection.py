@@ -28,6 +28,7 @@ from .duplicates import clip_to_image, keep_best_of_duplicates
 from .images import ImageLimits, ImageSource, fit_for_processor, load_image
 from .memory import return_freed_memory
 from .torch_device import select_device
+from .traced_forward import TracedForward
 
 # The processor rounds each resized side down to a multiple of this (see ``pad_to_aspect_ratio``).
 _PROCESSOR_SIDE_MULTIPLE = 16
@@ -79,22 +80,27 @@ class Detector:
         processor: YolosImageProcessorPil,
         device: Optional[torch.device] = None,
         image_limits: Optional[ImageLimits] = None,
+        traced: bool = False,
     ):
         self.device = device or select_device()
         self.model = model.to(self.device).eval()
+        # The forward pass as a checked TorchScript graph (traced_forward.py), or eager.
+        self.traced = TracedForward(self.model) if traced else None
         self.processor = processor
         self.image_limits = image_limits or ImageLimits()
         self.id2label: Dict[int, str] = dict(model.config.id2label)
         self._parameters = sum(parameter.numel() for parameter in model.parameters())
 
     @classmethod
-    def from_hf_dir(cls, hf_dir: str, image_limits: Optional[ImageLimits] = None) -> "Detector":
+    def from_hf_dir(
+        cls, hf_dir: str, image_limits: Optional[ImageLimits] = None, traced: bool = False
+    ) -> "Detector":
         """The model and processor saved in ``hf_dir`` (a saved model's ``hf_model/``)."""
         processor = YolosImageProcessorPil.from_pretrained(hf_dir, local_files_only=True)
         model = YolosForObjectDetection.from_pretrained(
             hf_dir, local_files_only=True, use_safetensors=True
         )
-        return cls(model, processor, image_limits=image_limits)
+        return cls(model, processor, image_limits=image_limits, traced=traced)
 
     @property
     def longest_edge(self) -> int:
@@ -141,8 +147,12 @@ class Detector:
             raise ValueError(f"a batch holds images of one processed shape, got {sorted(shapes)}")
         pixel_values = torch.cat([prepared.pixel_values for prepared in batch]).to(self.device)
         with torch.inference_mode():
-            outputs = self.model(pixel_values=pixel_values)
-        logits, boxes = outputs.logits.cpu(), outputs.pred_boxes.cpu()
+            if self.traced is None:
+                outputs = self.model(pixel_values=pixel_values)
+                logits, boxes = outputs.logits, outputs.pred_boxes
+            else:
+                logits, boxes = self.traced(pixel_values)
+        logits, boxes = logits.cpu(), boxes.cpu()
         return [(logits[row : row + 1], boxes[row : row + 1]) for row in range(len(batch))]
 
     def pass_operations(self, batch: Sequence[PreparedImage]) -> float:

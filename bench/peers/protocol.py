@@ -10,6 +10,7 @@ order); every server sends these rows as JSON, so that one comparison covers the
 from typing import Dict, List, Sequence, Tuple, Union
 import argparse
 import json
+import os
 import pathlib
 
 # A row of an answer: label, score, xmin, ymin, xmax, ymax.
@@ -19,6 +20,8 @@ Answer = List[Row]
 # The wire names every peer uses (HTTP routes, gRPC method, tensor names).
 FASTAPI_ROUTE = "/detect/{model}"
 GRPC_METHOD = "/bench.peers.Detector/Detect"
+# "1" in a peer's environment: its forward pass runs as the runtime's does (load_detectors).
+TRACED_ENV = "BENCH_PEERS_TRACED"
 LITSERVE_ROUTE = "/predict"
 TENSOR_IMAGE = "image"
 TENSOR_THRESHOLD = "threshold"
@@ -90,11 +93,19 @@ def server_arguments(description: str) -> argparse.ArgumentParser:
 
 
 def load_detectors(models: Dict[str, pathlib.Path]) -> Dict:
-    """``{name: Detector}`` for every model (caikit-free; torch's default threads, CPU)."""
+    """``{name: Detector}`` for every model (caikit-free; torch's default threads, CPU).
+
+    The forward pass is eager, as a user's handler would run it, unless ``TRACED_ENV`` is "1"
+    in the server's environment: then the peer runs it as the runtime does, as a checked
+    TorchScript graph (caikit_computer_vision/traced_forward.py).
+    """
     # Third Party
     from caikit_computer_vision.detection import Detector  # the peers' one heavy import
 
-    return {name: Detector.from_hf_dir(str(path)) for name, path in models.items()}
+    traced = os.environ.get(TRACED_ENV) == "1"
+    return {
+        name: Detector.from_hf_dir(str(path), traced=traced) for name, path in models.items()
+    }
 
 
 def detect_grouped(detectors: Dict, requests: Sequence[Tuple[str, bytes, float]]) -> List[List]:

@@ -39,6 +39,10 @@ about 250 ms that ``OMP_WAIT_POLICY=PASSIVE`` in the servers' environment remove
 demo-model rate 12 to 66 req/s by default, 250 to 309 with it, in smoke runs of 2026-12-05 on
 a shared VM). ``--server-env`` measures with such a setting, ours included.
 
+The runtime runs its forward passes as a checked TorchScript graph (``trace_forward_pass``);
+the peers run them eagerly, as a user's handler would. ``--server-env BENCH_PEERS_TRACED=1``
+gives every peer the runtime's graph too.
+
 Full run: the servers' starts and checks (about 2 minutes), then 3 rounds of 9 server
 protocols x 2 models (the demo model with 3 s windows, the yolos-tiny-size model with 7 s
 windows) x 2 images x 1 and 8 clients (about 7.5 minutes a round): about 25 minutes on 2 cores,

@@ -64,6 +64,8 @@ class Limits:
     predict_batch_delay_ms: int = 2
     # torch's intra-op threads of a forward pass or training; 0: follow the load (batching.py).
     torch_threads: int = 0
+    # Forward passes as a TorchScript graph, checked per input shape (traced_forward.py).
+    trace_forward_pass: bool = True
     max_open_streams: int = 8
     # gRPC calls that hold a server thread while they wait for their request message, and how
     # long each may wait (guards/grpc_door.py).

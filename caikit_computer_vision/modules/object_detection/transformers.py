@@ -98,8 +98,14 @@ class TransformersObjectDetector(ModuleBase):
         super().__init__()
         # Read once, so that a wrong image_formats / max_image_pixels or batching setting fails
         # the model's load.
-        self.detector = Detector(model, processor, select_device(), ImageLimits.from_config())
         limits = Limits.from_config()
+        self.detector = Detector(
+            model,
+            processor,
+            select_device(),
+            ImageLimits.from_config(),
+            traced=limits.trace_forward_pass,
+        )
         _THREADS.fixed = limits.torch_threads or None
         self.batcher = Batcher(
             self._forward,
