@@ -27,6 +27,7 @@ from caikit_computer_vision.batching import (
 )
 from caikit_computer_vision.detection import Detector
 from caikit_computer_vision.guards.http_door import _DisconnectWatch
+from caikit_computer_vision.guards import limits as limits_module
 from caikit_computer_vision.guards.limits import Limits
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
 from example_tools.tiny_yolos import build_tiny_yolos
@@ -279,9 +280,13 @@ def _enter(share, seen):
 # -- configuration ------------------------------------------------------------------------------
 
 
-def test_model_calls_leave_room_for_batches_to_fill():
-    limits = Limits(predict_batch_size=8)
-    assert limits.model_calls == 8 * Limits(predict_batch_size=1).model_calls
+def test_model_calls_are_one_a_core_on_a_cpu_and_fill_batches_on_a_gpu(monkeypatch):
+    cores = limits_module._cores()
+    monkeypatch.setattr(limits_module, "_models_run_on_a_gpu", lambda: False)
+    assert Limits(predict_batch_size=8).model_calls == cores
+    monkeypatch.setattr(limits_module, "_models_run_on_a_gpu", lambda: True)
+    assert Limits(predict_batch_size=8).model_calls == 8 * cores
+    assert Limits(predict_batch_size=1).model_calls == cores
     assert Limits(max_concurrent_model_calls=3).model_calls == 3
 
 

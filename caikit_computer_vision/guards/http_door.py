@@ -6,7 +6,7 @@ checks the route against the allowlist, then reads the body first: up to ``max_h
 ``max_concurrent_http_bodies`` large ones at once (over ``SMALL_BODY_BYTES`` or of unknown
 length: such a request waits for its turn before any of its body is read, and keeps it until it
 is answered, so that only that many large bodies are in memory; small bodies are bounded by
-``max_concurrent_model_calls``, and can fill a batch).
+``max_concurrent_model_calls``).
 Then (on a thread for bodies over 64 KiB, so that the event loop keeps answering health
 checks) it checks the JSON against the route's request model in pydantic's strict mode (caikit
 validates in lax mode, where ``"0.5"`` and ``true`` are numbers) and the model id against ``models/``, and hands the body it
