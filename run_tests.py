@@ -10,10 +10,12 @@ pytest's: 5 (no tests collected) counts as a failure.
     python3 run_tests.py --fast    # the fast tier: no runtime process, no script (about a minute)
 
 ``--fast`` leaves out the tests marked ``e2e`` (tests/conftest.py marks them: they start a
-runtime or run the example's scripts); CI runs both tiers.
+runtime or run the example's scripts); CI runs both tiers. Test files are spread over the cores
+(pytest-xdist, up to 4 workers; ``-n 0`` runs them in this one process, in order).
 """
 
 # Standard
+import os
 import pathlib
 import subprocess
 import sys
@@ -22,6 +24,9 @@ import sys
 from example_tools.venv import REPO_DIR, ensure_venv, requirements_for_this_machine
 
 HELP_FLAGS = ("-h", "--help")
+# Test workers at most (pytest-xdist): each starts the runtimes its test files share, about
+# 600 MB apiece.
+MAX_WORKERS = 4
 
 
 def main() -> int:
@@ -38,8 +43,21 @@ def main() -> int:
     for arg in argv:
         pytest_args += {"--pytest-help": ["--help"], "--fast": ["-m", "not e2e"]}.get(arg, [arg])
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "tests", *pytest_args], cwd=REPO_DIR
+        [sys.executable, "-m", "pytest", "-q", "tests", *_workers(pytest_args), *pytest_args],
+        cwd=REPO_DIR,
     ).returncode
+
+
+def _workers(pytest_args) -> list:
+    """pytest-xdist's options: one worker a core, at most ``MAX_WORKERS``, each taking whole test
+    files (a module's runtime then starts once); none when the caller chose (-n, -p no:xdist)
+    or there is one core."""
+    chosen = ("-n", "--numprocesses", "--dist")
+    if any(arg.startswith(chosen) or "xdist" in arg for arg in pytest_args):
+        return []
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(MAX_WORKERS, cores or 1)
+    return ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
 
 
 if __name__ == "__main__":
