@@ -280,10 +280,10 @@ def _enter(share, seen):
 # -- configuration ------------------------------------------------------------------------------
 
 
-def test_model_calls_are_one_a_core_on_a_cpu_and_fill_batches_on_a_gpu(monkeypatch):
+def test_model_calls_are_few_a_core_on_a_cpu_and_fill_batches_on_a_gpu(monkeypatch):
     cores = limits_module._cores()
     monkeypatch.setattr(limits_module, "_models_run_on_a_gpu", lambda: False)
-    assert Limits(predict_batch_size=8).model_calls == cores
+    assert Limits(predict_batch_size=8).model_calls == 2 * cores
     monkeypatch.setattr(limits_module, "_models_run_on_a_gpu", lambda: True)
     assert Limits(predict_batch_size=8).model_calls == 8 * cores
     assert Limits(predict_batch_size=1).model_calls == cores

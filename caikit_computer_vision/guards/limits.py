@@ -40,6 +40,15 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+# Predictions at once a core on a CPU (max_concurrent_model_calls 0). The forward pass runs on
+# the same cores as every request's decoding and post-processing, so calls beyond the cores only
+# contend for the GIL: the demo model, 8 gRPC clients at 64x64 on 2 cores, served 339 req/s with
+# 16 calls at once, 402 with 4 and 457 with 2 (at 640x480 within 5 % of each other). But a call
+# holds its slot while it decodes, and with one a core three huge images at once (bench
+# availability) kept a good predict waiting 1.2 s; with two a core, 0.57 s.
+CPU_MODEL_CALLS_PER_CORE = 2
+
+
 def _models_run_on_a_gpu() -> bool:
     # Local
     from ..torch_device import select_device  # torch: only once limits are read
@@ -63,7 +72,7 @@ class Limits:
     max_concurrent_http_bodies: int = 0
     max_metrics_connections: int = 4
     metrics_connection_timeout_s: float = 10.0
-    # 0: the cores this process may run on (times predict_batch_size on a GPU).
+    # 0: CPU_MODEL_CALLS_PER_CORE a core (predict_batch_size a core on a GPU).
     max_concurrent_model_calls: int = 0
     # Dynamic batching of predictions (batching.py): images per forward pass (1: off) and the
     # longest a forward pass waits for requests still preparing their image, in milliseconds.
@@ -83,19 +92,14 @@ class Limits:
 
     @property
     def model_calls(self) -> int:
-        """How many predictions (and train submissions) run at once: by default one a core on
-        a CPU, enough on a GPU for every core's request to fill a batch.
-
-        On a CPU the forward pass runs on the same cores as every request's decoding and
-        post-processing, and calls beyond the cores only contend for the GIL: the demo model,
-        8 gRPC clients at 64x64 on 2 cores, served 339 req/s with 16 calls at once, 402 with
-        4 and 457 with 2 (at 640x480 the three were within 5 %). A GPU pass of several images
-        costs about what one does, so there requests wait to share one.
-        """
+        """How many predictions (and train submissions) run at once: by default
+        ``CPU_MODEL_CALLS_PER_CORE`` a core on a CPU, enough on a GPU for every core's request
+        to fill a batch (a GPU pass of several images costs about what one does)."""
         if self.max_concurrent_model_calls:
             return self.max_concurrent_model_calls
-        per_core = max(1, self.predict_batch_size) if _models_run_on_a_gpu() else 1
-        return _cores() * per_core
+        if _models_run_on_a_gpu():
+            return _cores() * max(1, self.predict_batch_size)
+        return _cores() * CPU_MODEL_CALLS_PER_CORE
 
     @property
     def http_bodies(self) -> int:
