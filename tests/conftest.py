@@ -139,6 +139,31 @@ def pytest_configure(config):
     )
 
 
+# A test's figures to print at the end of the run, never to assert on (machines are noisy):
+# record_property(FIGURES, text). Printed from the reports, so that they show with pytest-xdist,
+# whose workers' own output is not shown.
+FIGURES = "figures"
+
+
+def pytest_terminal_summary(terminalreporter):
+    reports = [
+        report
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", None) == "call"
+    ]
+    figures = [
+        (report.nodeid, value)
+        for report in reports
+        for name, value in report.user_properties
+        if name == FIGURES
+    ]
+    if figures:
+        terminalreporter.section("figures")
+        for nodeid, text in figures:
+            terminalreporter.write_line(f"{nodeid}:\n{text}")
+
+
 def pytest_collection_modifyitems(items):
     """Mark every end-to-end test ``e2e``, from the fixtures it uses and the module it is in."""
     for item in items:

@@ -32,6 +32,8 @@ from example_tools.load_generator import (
 from example_tools.synthetic_data import render_example
 from example_tools.runtime_harness import RuntimeProcess, start_example_runtime
 
+from .conftest import FIGURES
+
 
 LONG_RUN = os.environ.get("CCV_LONG_TESTS") == "1"
 LOAD_CLIENTS = 8
@@ -72,9 +74,9 @@ def load_report(runtime) -> LoadReport:
     return run_load(target, clients=LOAD_CLIENTS, duration_s=LOAD_SECONDS)
 
 
-def test_no_prediction_fails_while_a_training_runs(load_report, capsys):
-    with capsys.disabled():
-        print(f"\n{format_report(load_report)}")  # latency is printed, never asserted
+def test_no_prediction_fails_while_a_training_runs(load_report, record_property):
+    # Latency is printed (conftest.FIGURES), never asserted.
+    record_property(FIGURES, format_report(load_report))
     assert load_report.requests > 0
     assert load_report.failed == 0, load_report.failures_by_status
 
@@ -122,7 +124,9 @@ def sigterm_while_in_flight(clients: PredictClients, runtime: RuntimeProcess) ->
     raise AssertionError(f"no call in flight {IN_TRANSIT_S} s after holding new ones")
 
 
-def test_sigterm_mid_load_completes_calls_in_flight_and_exits_0(runtime, load_report, capsys):
+def test_sigterm_mid_load_completes_calls_in_flight_and_exits_0(
+    runtime, load_report, record_property
+):
     """Runs after the load (it asks for ``load_report``), because it stops the runtime."""
     image, _ = render_example("cat", image_size=BURST_IMAGE_SIZE)
     clients = PredictClients(f"{HOST}:{runtime.ports['grpc']}", image, LOAD_CLIENTS)
@@ -138,14 +142,14 @@ def test_sigterm_mid_load_completes_calls_in_flight_and_exits_0(runtime, load_re
     started_before = [call for call in calls if call.started < signal_sent_at]
     in_flight = [call for call in started_before if call.ended > signal_sent_at]
     started_after = [call for call in calls if call.started >= signal_sent_at]
-    with capsys.disabled():
-        print(
-            f"\nSIGTERM: {len(in_flight)} calls in flight, "
-            f"{sum(call.status == 'OK' for call in in_flight)} OK; "
-            f"{len(started_after)} started after it: "
-            f"{sorted({call.status for call in started_after})}; exit code {exit_code} "
-            f"{exited_at - signal_sent_at:.2f} s after the signal"
-        )
+    record_property(
+        FIGURES,
+        f"SIGTERM: {len(in_flight)} calls in flight, "
+        f"{sum(call.status == 'OK' for call in in_flight)} OK; "
+        f"{len(started_after)} started after it: "
+        f"{sorted({call.status for call in started_after})}; exit code {exit_code} "
+        f"{exited_at - signal_sent_at:.2f} s after the signal",
+    )
     assert in_flight, "no call was in flight when the signal was sent"
     assert [call for call in started_before if call.status != "OK"] == []
     assert {call.status for call in started_after} <= AFTER_SIGNAL
