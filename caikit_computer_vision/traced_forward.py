@@ -83,28 +83,42 @@ class TracedForward:
         eager: Tuple[torch.Tensor, torch.Tensor],
     ) -> None:
         """Trace the graph if there is none yet; trust ``shape`` if the graph's answer is the
-        eager one."""
-        with self._lock:
-            if not self._worth_checking(shape) or shape in self._trusted:
-                return
-            traced_now = self._graph is None
-            try:
-                if traced_now:
-                    self._graph = _trace(self.model, pixel_values)
-                traced = self._run_graph(pixel_values)
-            except Exception as failure:  # the model stays served, eagerly
-                self.failure = f"{type(failure).__name__}: {failure}"
-                self._graph = None
-                return
-            if all(torch.equal(mine, theirs) for mine, theirs in zip(traced, eager)):
-                self._trusted.add(shape)
-            else:
-                self._refused.add(shape)
-            del traced
-            # Tracing and the two passes of a check leave freed blocks in this thread's arena:
-            # a yolos-tiny-size model at 672x512 kept 200 MiB of RSS after its trace, 23 after
-            # this.
-            return_freed_memory(collect_cycles=traced_now)
+        eager one. A request that finds another one checking goes on (its answer is eager
+        anyway) rather than wait for a trace, which takes a second for a large model."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._check_held(shape, pixel_values, eager)
+        finally:
+            self._lock.release()
+
+    def _check_held(
+        self,
+        shape: Tuple[int, ...],
+        pixel_values: torch.Tensor,
+        eager: Tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
+        if not self._worth_checking(shape) or shape in self._trusted:
+            return
+        traced_now = self._graph is None
+        try:
+            if traced_now:
+                self._graph = _trace(self.model, pixel_values)
+            traced = self._run_graph(pixel_values)
+        except Exception as failure:  # the model stays served, eagerly
+            self.failure = f"{type(failure).__name__}: {failure}"
+            # Every shape eager from now on; the graph stays for passes already under way.
+            self._trusted = set()
+            return
+        if all(torch.equal(mine, theirs) for mine, theirs in zip(traced, eager)):
+            self._trusted.add(shape)
+        else:
+            self._refused.add(shape)
+        del traced
+        # Tracing and the two passes of a check leave freed blocks in this thread's arena:
+        # a yolos-tiny-size model at 672x512 kept 200 MiB of RSS after its trace, 23 after
+        # this.
+        return_freed_memory(collect_cycles=traced_now)
 
     def _run_graph(self, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         # Without the executor's optimisations (a per-thread setting): they may fuse operations,
