@@ -150,8 +150,13 @@ def test_sigterm_mid_training_stops_the_runtime_and_the_client_says_so(runtime, 
         assert "runtime stopped (1 running trainings cancelled)" in runtime.log()
         _, stderr = client.communicate(timeout=60)
     assert client.returncode == 1
-    assert stderr.strip().splitlines() == [
+    # A status poll sent after the runtime stopped finds no server (UNAVAILABLE); one in flight
+    # at the moment of the stop is cancelled by the server's shutdown (CANCELLED). Which of the
+    # two the client meets depends on where its poll interval falls, so both are right.
+    (line,) = stderr.strip().splitlines()
+    assert line in [
         f"The runtime on {common.HOST}:{runtime.ports['grpc']} stopped answering during the "
-        "training (UNAVAILABLE): start it again; a training it did not finish saved nothing"
+        f"training ({code}): start it again; a training it did not finish saved nothing"
+        for code in ("UNAVAILABLE", "CANCELLED")
     ]
     assert not (runtime.work_dir / "models" / "interrupted").exists()
