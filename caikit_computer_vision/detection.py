@@ -27,6 +27,7 @@ import torch
 from .duplicates import clip_to_image, keep_best_of_duplicates
 from .images import ImageLimits, ImageSource, fit_for_processor, load_image
 from .memory import return_freed_memory
+from .pixel_table import PixelTable
 from .torch_device import select_device
 from .traced_forward import TracedForward
 
@@ -81,26 +82,41 @@ class Detector:
         device: Optional[torch.device] = None,
         image_limits: Optional[ImageLimits] = None,
         traced: bool = False,
+        pixel_table: bool = False,
     ):
         self.device = device or select_device()
         self.model = model.to(self.device).eval()
         # The forward pass as a checked TorchScript graph (traced_forward.py), or eager.
         self.traced = TracedForward(self.model) if traced else None
         self.processor = processor
+        # The processor's pixel values by one resize and a table lookup (pixel_table.py), or by
+        # the processor itself.
+        self._pixel_values = PixelTable(processor) if pixel_table else None
         self.image_limits = image_limits or ImageLimits()
         self.id2label: Dict[int, str] = dict(model.config.id2label)
         self._parameters = sum(parameter.numel() for parameter in model.parameters())
 
     @classmethod
     def from_hf_dir(
-        cls, hf_dir: str, image_limits: Optional[ImageLimits] = None, traced: bool = False
+        cls,
+        hf_dir: str,
+        image_limits: Optional[ImageLimits] = None,
+        traced: bool = False,
+        pixel_table: bool = False,
     ) -> "Detector":
         """The model and processor saved in ``hf_dir`` (a saved model's ``hf_model/``)."""
         processor = YolosImageProcessorPil.from_pretrained(hf_dir, local_files_only=True)
         model = YolosForObjectDetection.from_pretrained(
             hf_dir, local_files_only=True, use_safetensors=True
         )
-        return cls(model, processor, image_limits=image_limits, traced=traced)
+        return cls(
+            model, processor, image_limits=image_limits, traced=traced, pixel_table=pixel_table
+        )
+
+    @property
+    def pixel_table_refusal(self) -> Optional[str]:
+        """Why the pixel table was asked for but the processor runs instead, or None."""
+        return None if self._pixel_values is None else self._pixel_values.reason
 
     @property
     def longest_edge(self) -> int:
@@ -128,8 +144,11 @@ class Detector:
         # A 16-bit or float image was copied to RGB: its decoded pixels (up to 160 MB) need not
         # live through the processor's arrays.
         del image
-        with torch.inference_mode():
-            pixel_values = self.processor(images=fitted.image, return_tensors="pt")["pixel_values"]
+        if self._pixel_values is not None:
+            pixel_values = self._pixel_values(fitted.image)
+        else:
+            with torch.inference_mode():
+                pixel_values = self.processor(images=fitted.image, return_tensors="pt")["pixel_values"]
         return PreparedImage(
             pixel_values=pixel_values,
             width=width,

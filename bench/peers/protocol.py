@@ -20,8 +20,9 @@ Answer = List[Row]
 # The wire names every peer uses (HTTP routes, gRPC method, tensor names).
 FASTAPI_ROUTE = "/detect/{model}"
 GRPC_METHOD = "/bench.peers.Detector/Detect"
-# "1" in a peer's environment: its forward pass runs as the runtime's does (load_detectors).
-TRACED_ENV = "BENCH_PEERS_TRACED"
+# "1" in a peer's environment: it prepares images and runs forward passes as the runtime does
+# (load_detectors).
+SPEEDUPS_ENV = "BENCH_PEERS_SPEEDUPS"
 LITSERVE_ROUTE = "/predict"
 TENSOR_IMAGE = "image"
 TENSOR_THRESHOLD = "threshold"
@@ -95,16 +96,18 @@ def server_arguments(description: str) -> argparse.ArgumentParser:
 def load_detectors(models: Dict[str, pathlib.Path]) -> Dict:
     """``{name: Detector}`` for every model (caikit-free; torch's default threads, CPU).
 
-    The forward pass is eager, as a user's handler would run it, unless ``TRACED_ENV`` is "1"
-    in the server's environment: then the peer runs it as the runtime does, as a checked
-    TorchScript graph (caikit_computer_vision/traced_forward.py).
+    Images go through transformers' processor and the forward pass is eager, as a user's handler
+    would run them, unless ``SPEEDUPS_ENV`` is "1" in the server's environment: then the peer
+    does both as the runtime does, by a pixel table (caikit_computer_vision/pixel_table.py) and
+    as a checked TorchScript graph (caikit_computer_vision/traced_forward.py).
     """
     # Third Party
     from caikit_computer_vision.detection import Detector  # the peers' one heavy import
 
-    traced = os.environ.get(TRACED_ENV) == "1"
+    speedups = os.environ.get(SPEEDUPS_ENV) == "1"
     return {
-        name: Detector.from_hf_dir(str(path), traced=traced) for name, path in models.items()
+        name: Detector.from_hf_dir(str(path), traced=speedups, pixel_table=speedups)
+        for name, path in models.items()
     }
 
 

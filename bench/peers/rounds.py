@@ -39,9 +39,10 @@ about 250 ms that ``OMP_WAIT_POLICY=PASSIVE`` in the servers' environment remove
 demo-model rate 12 to 66 req/s by default, 250 to 309 with it, in smoke runs of 2026-12-05 on
 a shared VM). ``--server-env`` measures with such a setting, ours included.
 
-The runtime runs its forward passes as a checked TorchScript graph (``trace_forward_pass``);
-the peers run them eagerly, as a user's handler would. ``--server-env BENCH_PEERS_TRACED=1``
-gives every peer the runtime's graph too.
+The runtime prepares images by a pixel table (bit for bit the processor's values) and runs its
+forward passes as a checked TorchScript graph (``trace_forward_pass``); the peers call
+transformers' processor and run the model eagerly, as a user's handler would.
+``--server-env BENCH_PEERS_SPEEDUPS=1`` gives every peer both of the runtime's speed-ups.
 
 Full run: the servers' starts and checks (about 2 minutes), then 3 rounds of 9 server
 protocols x 2 models (the demo model with 3 s windows, the yolos-tiny-size model with 7 s

@@ -105,7 +105,14 @@ class TransformersObjectDetector(ModuleBase):
             select_device(),
             ImageLimits.from_config(),
             traced=limits.trace_forward_pass,
+            pixel_table=True,
         )
+        if self.detector.pixel_table_refusal is not None:
+            log.info(
+                "<CCV72813401I>",
+                "pixel values by the processor itself (slower, same answers): %s",
+                self.detector.pixel_table_refusal,
+            )
         _THREADS.fixed = limits.torch_threads or None
         self.batcher = Batcher(
             self._forward,
