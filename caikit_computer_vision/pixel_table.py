@@ -2,8 +2,8 @@
 
 transformers' PIL-backend YOLOS processor takes a PIL image through numpy and back to PIL to
 resize it, to numpy again, then rescales in float64, casts to float32 and normalizes, each a
-pass over every pixel: 1.3 ms of a 1.9 ms ``Detector.prepare`` for a 640x480 image and the demo
-model, 11 ms for a yolos-tiny-size model. For one image and the settings YOLOS checkpoints ship
+pass over every pixel: most of ``Detector.prepare`` for a photo and the demo model (figures in
+docs/performance.md, "The processor's pixels by a table"). For one image and the settings YOLOS checkpoints ship
 with, the same numbers come from less work:
 
 - the resize is the processor's own PIL call (``Image.resize`` to the size the processor's

@@ -2,10 +2,9 @@
 exactly the eager pass's answer for that shape.
 
 Why: in eager mode every one of the model's few hundred small operations returns to Python and
-takes the GIL back. For the demo model that glue is most of the pass (0.83 ms eager, 0.32 ms as a
-graph on one core), and while other requests' threads decode and post-process, each hand-back
-waits for the GIL: a yolos-tiny-size pass at 672x512 took 1.9 s eager and 0.43 s as a graph beside
-one busy Python thread (0.45 s alone either way). A graph runs its operations in C++ with the GIL
+takes the GIL back. For the demo model that glue is most of the pass, and while other requests'
+threads decode and post-process, each hand-back waits for the GIL (the figures are in
+docs/performance.md, "The forward pass as a graph"). A graph runs its operations in C++ with the GIL
 released, so the pass neither waits for Python nor holds up the threads around it.
 
 How it stays the same model: ``torch.jit.trace`` records the operations one pass runs. Where
@@ -88,18 +87,13 @@ class TracedForward:
         if not self._lock.acquire(blocking=False):
             return
         try:
-            self._check_held(shape, pixel_values, eager)
+            if self._worth_checking(shape) and shape not in self._trusted:
+                self._check_held(shape, pixel_values, eager)
         finally:
             self._lock.release()
 
-    def _check_held(
-        self,
-        shape: Tuple[int, ...],
-        pixel_values: torch.Tensor,
-        eager: Tuple[torch.Tensor, torch.Tensor],
-    ) -> None:
-        if not self._worth_checking(shape) or shape in self._trusted:
-            return
+    def _check_held(self, shape: Tuple[int, ...], pixel_values: torch.Tensor, eager) -> None:
+        """``_check`` with the lock held and the shape still to check."""
         traced_now = self._graph is None
         try:
             if traced_now:
@@ -115,15 +109,13 @@ class TracedForward:
         else:
             self._refused.add(shape)
         del traced
-        # Tracing and the two passes of a check leave freed blocks in this thread's arena:
-        # a yolos-tiny-size model at 672x512 kept 200 MiB of RSS after its trace, 23 after
-        # this.
+        # Tracing and the two passes of a check leave freed blocks in this thread's arena,
+        # hundreds of MiB for a yolos-tiny-size model: given back here.
         return_freed_memory(collect_cycles=traced_now)
 
     def _run_graph(self, pixel_values: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         # Without the executor's optimisations (a per-thread setting): they may fuse operations,
-        # which would change the numerics the check compared. They gained nothing measurable
-        # here (0.318 against 0.317 ms a demo pass).
+        # which would change the numerics the check compared (and gained nothing measurable).
         with torch.jit.optimized_execution(False):
             outputs = self._graph(pixel_values)
         return outputs["logits"], outputs["pred_boxes"]

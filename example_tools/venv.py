@@ -70,7 +70,7 @@ def ensure_venv(
         if not VENV_PYTHON.exists():
             subprocess.run([sys.executable, "-m", "venv", str(VENV_DIR)], check=True)
         # --no-compile: pip byte-compiles one module after another (torch and transformers
-        # alone hold thousands; 62 s -> 24 s on the 2-core VM); compileall below does it on
+        # alone hold thousands), which was most of the install; compileall below does it on
         # every core.
         pip = [str(VENV_PYTHON), "-m", "pip", "install", "--progress-bar", "off", "--no-compile"]
         if requirements.suffix == ".lock":
@@ -84,12 +84,12 @@ def ensure_venv(
 
 
 def _compile_installed_packages() -> None:
-    """Byte-compile the venv's packages once, on every core (17 s on the 2-core VM).
+    """Byte-compile the venv's packages once, on every core.
 
     Python writes a module's compiled form when it first imports it, unless
     PYTHONDONTWRITEBYTECODE is set, as on this project's CI machines: there every runtime,
     script and test process compiled torch, transformers and caikit anew, and a runtime took
-    10 s to start instead of 4.5. compileall writes them whatever that variable says. A module
+    twice as long to start. compileall writes them whatever that variable says. A module
     it cannot compile (a package's Python 2 template) is compiled at import, as before.
     """
     print("Compiling the installed packages (once; about 20 s)")

@@ -42,10 +42,9 @@ def _cores() -> int:
 
 # Predictions at once a core on a CPU (max_concurrent_model_calls 0). The forward pass runs on
 # the same cores as every request's decoding and post-processing, so calls beyond the cores only
-# contend for the GIL: the demo model, 8 gRPC clients at 64x64 on 2 cores, served 339 req/s with
-# 16 calls at once, 402 with 4 and 457 with 2 (at 640x480 within 5 % of each other). But a call
-# holds its slot while it decodes, and with one a core three huge images at once (bench
-# availability) kept a good predict waiting 1.2 s; with two a core, 0.57 s.
+# contend for the GIL; but a call holds its slot while it decodes, and with one a core a few huge
+# images kept good requests waiting. Measured in docs/performance.md, "How many predictions at
+# once".
 CPU_MODEL_CALLS_PER_CORE = 2
 
 
