@@ -183,9 +183,11 @@ def main() -> int:
     except grpc.RpcError as err:
         print(f"Train request refused ({err.code().name}): {err.details()}")
         return 1
-    # caikit 0.29's training status holds a state and timestamps only; the runtime logs the loss.
-    print("  (each epoch's loss is in the runtime's log: CCVTRAIN ... epoch i/n: loss ...)")
     try:
+        # Inside the try: from here on, Ctrl-C cancels the training this client started.
+        # caikit 0.29's training status holds a state and timestamps only; the runtime logs
+        # the loss.
+        print("  (each epoch's loss is in the runtime's log: CCVTRAIN ... epoch i/n: loss ...)")
         outcome = calls.wait_for_training(
             api, channel, training_id, args.timeout, common.STATUS_POLL_INTERVAL_S
         )
