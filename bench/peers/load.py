@@ -10,15 +10,15 @@ line back:
   image, in turn; answers ``{"answers": [rows, ...]}`` (bench/peers/protocol.py).
 - ``{"op": "load", "model": m, "image": path, "threshold": t, "clients": n, "warm_up_s": w,
   "window_s": s}``: ``n`` threads, each with its own connection (channel), call back to back;
-  the calls that end within ``s`` seconds after the first ``w`` are counted (``load`` says when
-  the window stretches). Answers ``{"requests", "window_s", "requests_per_s", "p50_ms",
-  "failed", "first_error"}``.
+  the calls that end within ``s`` seconds after the first ``w`` are measured (``load`` says when
+  the window stretches; ``completion_rate`` how the rate is timed). Answers ``{"requests",
+  "window_s", "requests_per_s", "p50_ms", "failed", "first_error"}``.
 
 Standard library only, but for each protocol's own client, imported when it is used.
 """
 
 # Standard
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import argparse
 import base64
 import http.client
@@ -259,6 +259,26 @@ def answers(protocol: str, address: str, command: dict) -> dict:
         client.close()
 
 
+def completion_rate(
+    calls: Sequence[Sequence[Tuple[float, float]]], window_start: float, window_end: float
+) -> float:
+    """Requests per second of clients that each call back to back: for each client, the calls
+    between its first and its last end in the window, over the time between those two ends.
+
+    Counting the calls that end in a window instead is off by up to one call per client at
+    each edge: 2.5 % for a client that ends 40 calls in it (a yolos-tiny-size model, 7 s).
+    Timing whole intervals between ends has no such step. A client with fewer than two calls
+    in the window gives no interval; then the count over the window is the figure.
+    """
+    ends = [
+        sorted(ended for _started, ended in per_client if window_start <= ended <= window_end)
+        for per_client in calls
+    ]
+    if ends and all(len(per_client) >= 2 and per_client[-1] > per_client[0] for per_client in ends):
+        return sum((len(e) - 1) / (e[-1] - e[0]) for e in ends)
+    return sum(map(len, ends)) / (window_end - window_start)
+
+
 def load(protocol: str, address: str, command: dict) -> dict:
     """Requests/s and p50 latency of ``clients`` connections calling back to back.
 
@@ -321,7 +341,7 @@ def load(protocol: str, address: str, command: dict) -> dict:
     return {
         "requests": len(counted),
         "window_s": stop - measure_from[0],
-        "requests_per_s": len(counted) / (stop - measure_from[0]),
+        "requests_per_s": completion_rate(calls, measure_from[0], stop),
         "p50_ms": 1000.0 * counted[(len(counted) - 1) // 2] if counted else None,
         "failed": len(errors),
         "first_error": errors[0] if errors else "",

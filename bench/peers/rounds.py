@@ -23,9 +23,11 @@ marked.
 
 Load: for each protocol a load process of its own (bench/peers/load.py, in the venv of that
 protocol's client) runs 1 or 8 client threads, each with its own connection or channel, sending
-the same JPEG back to back; requests/s and p50 latency count the calls that end within a window
+the same JPEG back to back; requests/s and p50 latency are of the calls that end within a window
 after a warm-up (a window stretches until as many calls as clients have ended, for servers
-slower than it). Rounds: every server is measured once per round, alone: the others are paused
+slower than it). The rate is timed from each client's first to its last end in the window
+(``load.completion_rate``), not counted over the window: a count steps by one call, 2.5 % of a
+yolos-tiny-size row. Rounds: every server is measured once per round, alone: the others are paused
 (SIGSTOP to their process trees; LitServe's loop takes 5 to 12 % of a core while idle), and the
 order rotates from round to round. A resumed server first gets a few seconds of load that is
 not counted. Figures are medians over the rounds; the ratio ours gRPC / best peer is the median
