@@ -25,6 +25,7 @@ from .caikit_workarounds import (
     bound_http_connections,
     build_servers_with,
     cancel_running_trainings,
+    decode_http_base64_in_c,
     http_request_class,
     listen_http_on,
     log_http_client_errors_briefly,
@@ -75,6 +76,7 @@ def serve(host: str = LOOPBACK) -> None:
         if runtime.grpc.enabled:
             grpc_server = RuntimeGRPCServer()
         if runtime.http.enabled:
+            decode_http_base64_in_c()  # before the server builds its request models
             http_server = RuntimeHTTPServer()
             listen_http_on(http_server, host)
             bound_http_connections(http_server, http_protocol(limits))

@@ -12,6 +12,7 @@ the ports end up on loopback in a real runtime is tests/test_request_costs.py's
 # Standard
 from concurrent.futures import ThreadPoolExecutor
 import asyncio
+import base64
 import contextvars
 import inspect
 import pathlib
@@ -19,11 +20,14 @@ import re
 import socket
 import threading
 import time
+import typing
 
 # Third Party
 import aconfig
 import grpc
+import numpy as np
 import prometheus_client
+import pydantic
 import pytest
 import uvicorn
 
@@ -41,13 +45,14 @@ import caikit.runtime.http_server.pydantic_wrapper as pydantic_wrapper
 import caikit.runtime.server_base as server_base
 
 # Local
-from caikit_computer_vision import caikit_workarounds
+from caikit_computer_vision import caikit_workarounds, runtime_server
 from caikit_computer_vision.caikit_workarounds import (
     KeepSavedModelFuture,
     KeepSavedModelsTrainer,
     build_servers_with,
     cancel_running_trainings,
     current_model_manager,
+    decode_http_base64_in_c,
     forget_model_manager,
     listen_http_on,
     routable_training_id,
@@ -285,6 +290,61 @@ def test_caikit_names_its_http_request_classes_as_http_request_class_reads_them(
     )
     cached = _code(pydantic_wrapper.dataobject_to_pydantic)
     assert "return PYDANTIC_TO_DM_MAPPING[dm_class]" in cached
+
+
+def test_caikit_decodes_base64_bytes_fields_with_a_module_global_read_at_build_time():
+    """decode_http_base64_in_c replaces pydantic_wrapper._from_base64 before models are built."""
+    assert "BeforeValidator(_from_base64)" in _code(pydantic_wrapper._get_pydantic_type)
+    assert 'base64.b64decode(data.encode("utf-8"))' in _code(pydantic_wrapper._from_base64)
+    serve = _code(runtime_server.serve)
+    assert serve.index("decode_http_base64_in_c()") < serve.index("RuntimeHTTPServer()")
+
+
+def _outcome(decode, data):
+    try:
+        return ("decoded", decode(data))
+    except Exception as err:  # noqa: BLE001 (the exception is what is compared)
+        return ("failed", type(err), str(err))
+
+
+def test_base64_decoded_in_c_decodes_and_fails_exactly_as_caikit_does(monkeypatch):
+    monkeypatch.setattr(pydantic_wrapper, "_from_base64", pydantic_wrapper._from_base64)
+    caikit_decode = pydantic_wrapper._from_base64
+    decode_http_base64_in_c()
+    ours = pydantic_wrapper._from_base64
+    assert ours is not caikit_decode and ours.caikit_function is caikit_decode
+    decode_http_base64_in_c()  # a second call keeps the first
+    assert pydantic_wrapper._from_base64 is ours
+
+    random = np.random.default_rng(20261205)
+    cases = ["", "QUJD", "QUJD\n", "QU JD", "QUJD====", "QUI", "Q", "QUJDRA==QUJD", "QUJDé",
+             "=QUJD", "\x00QUJD", "QUJD-_", b"raw bytes stay bytes", "QUJD\r\n" * 300]
+    for _ in range(400):
+        text = list(base64.b64encode(random.bytes(int(random.integers(0, 80)))).decode())
+        for _ in range(int(random.integers(0, 3))):
+            text.insert(int(random.integers(0, len(text) + 1)), str(random.choice(list(" \n=-_.é+/A"))))
+        cases.append("".join(text))
+    for data in cases:
+        assert _outcome(ours, data) == _outcome(caikit_decode, data), repr(data)
+
+    # Plain base64 never reaches the standard library's decoder.
+    pixels = random.bytes(45_000)
+    image = base64.b64encode(pixels).decode()
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("caikit's decoder was called for plain base64")
+
+    monkeypatch.setattr(pydantic_wrapper.base64, "b64decode", refuse)
+    assert ours(image) == pixels
+
+
+def test_models_built_after_it_decode_with_it(monkeypatch):
+    monkeypatch.setattr(pydantic_wrapper, "_from_base64", pydantic_wrapper._from_base64)
+    decode_http_base64_in_c()
+    (validator,) = typing.get_args(pydantic_wrapper._get_pydantic_type(bytes))[1:]
+    assert validator.func is pydantic_wrapper._from_base64
+    model = pydantic.create_model("Body", inputs=pydantic_wrapper._get_pydantic_type(bytes))
+    assert model.model_validate_json('{"inputs": "QUJD"}', strict=True).inputs == b"ABC"
 
 
 # -- what the proto dump relies on -----------------------------------------------------------------
