@@ -140,6 +140,29 @@ class KeepSavedModelFuture(LocalModelTrainer.LocalModelTrainFuture):
     def _delete_result(self) -> None:
         log.debug("<CCV84210380D>", "training %s forgotten; its saved model is kept", self.id)
 
+    def cancel(self) -> None:
+        """caikit's cancel, except that the training stops itself at its next check.
+
+        Replaces caikit/core/model_management/local_job_base.py ``LocalJobFuture.cancel``, which
+        calls toolkit/concurrency/destroyable_thread.py ``DestroyableThread.destroy``: that
+        raises an exception into the training's thread with ``PyThreadState_SetAsyncExc``, at
+        whatever it is running. CPython hands the exception to every thread state with that
+        thread's id, and a thread that the training is starting has it until it runs: while
+        transformers started a thread to load weights, the new thread died before it said it
+        had started, and the training waited for it for ever, holding concurrent.futures'
+        process-wide lock; every thread-pool submission after it waited too, gRPC's included
+        (the runtime stopped answering gRPC; seen in tests/test_newcomer.py's Ctrl-C test).
+
+        Here only the flag that ``destroy`` sets first is set (``DestroyableThread.__destroyed``:
+        its ``run`` then does not start the work, its ``canceled`` reads it, and the thread's
+        ``destroyed`` says so), and the training (``TransformersObjectDetector.train``) raises
+        caikit's ``ThreadDestroyedException`` at its next check: before and after loading its
+        base model, before every step and before it is saved. caikit then reports CANCELED as
+        before.
+        """
+        log.debug("<CCV84210382D>", "cancelling training %s at its next step", self.id)
+        self._worker._DestroyableThread__destroyed = True  # pylint: disable=protected-access
+
     def get_info(self):
         """caikit's info, with each error's text as a client may read it.
 

@@ -98,6 +98,10 @@ class Recipe:
     cuda_graphs: bool = True
 
 
+class TrainingStopped(Exception):
+    """``fine_tune`` stopped between two steps because its ``stop_requested`` said so."""
+
+
 @dataclass
 class EpochReport:
     """What one epoch did, handed to the progress callback."""
@@ -215,8 +219,12 @@ def fine_tune(
     max_aspect_ratio: float,
     on_epoch: Optional[Callable[[EpochReport], None]] = None,
     recipe: Optional[Recipe] = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> List[float]:
     """Train ``model`` in place on ``images``; return the mean loss of every epoch.
+
+    ``stop_requested`` is asked before every step; once it says yes, ``TrainingStopped`` is
+    raised there (the model is left half-trained).
 
     ``learning_rate`` is the peak of the one-cycle schedule. Reproducible on one device and
     thread count: the shuffling, augmentation and init use generators seeded from ``seed``
@@ -243,6 +251,7 @@ def fine_tune(
         epoch_losses = _train_epochs(
             graphs.run if graphs is not None else _eager_step(step),
             scheduler, loss_sum, buckets, batch_size, num_epochs, seed, recipe, device, on_epoch,
+            stop_requested,
         )
         # The gradients (in a recording's memory, if any) are not needed after the training.
         optimizer.zero_grad(set_to_none=True)
@@ -368,6 +377,7 @@ def _train_epochs(
     recipe: Recipe,
     device: torch.device,
     on_epoch: Optional[Callable[[EpochReport], None]],
+    stop_requested: Callable[[], bool],
 ) -> List[float]:
     """Every epoch: its batches in a shuffled order, one step and one schedule step each, then
     its report. The shuffling draws from a generator of ``seed``; torch's global RNG is seeded
@@ -383,6 +393,8 @@ def _train_epochs(
             for bucket_index, indices, flip in _epoch_batches(
                 buckets, batch_size, generator, recipe.flip_probability, device
             ):
+                if stop_requested():
+                    raise TrainingStopped(f"stopped as asked, in epoch {epoch} of {num_epochs}")
                 take_step(bucket_index, buckets[bucket_index], indices, flip)
                 scheduler.step()
             report = EpochReport(

@@ -34,8 +34,11 @@ import uvicorn
 # First Party
 from caikit.core.exceptions.caikit_core_exception import CaikitCoreException
 from caikit.core.model_management.job_base import JobBase, JobStatus
+from caikit.core.model_management.local_job_base import LocalJobBase
 from caikit.core.model_management.local_model_trainer import LocalModelTrainer
 from caikit.core.model_management.model_trainer_base import ModelTrainerBase
+from caikit.core.toolkit.concurrency import destroyable_thread
+from caikit.core.toolkit.concurrency.destroyable_thread import ThreadDestroyedException
 from caikit.runtime.grpc_server import RuntimeGRPCServer
 from caikit.runtime.http_server import RuntimeHTTPServer
 from caikit.runtime.model_management.model_manager import ModelManager
@@ -86,16 +89,29 @@ class _SavesADirectory:
 
 
 class _TrainsUntilReleased:
-    """A module whose training runs until ``release`` is set (or it is cancelled)."""
+    """A module whose training runs until ``release`` is set, or it finds itself cancelled (the
+    check ``TransformersObjectDetector.train`` makes before each step)."""
 
     release = threading.Event()
 
     @classmethod
     def train(cls):
-        # Python bytecode in the loop: caikit cancels by raising into the thread between two.
         while not cls.release.is_set():
+            if threading.current_thread().destroyed:
+                raise ThreadDestroyedException()
             time.sleep(0.01)
         return cls()
+
+
+class _StartsThreadsUntilCancelled:
+    """A training that keeps starting threads, as transformers' weight loading does."""
+
+    @classmethod
+    def train(cls):
+        while not threading.current_thread().destroyed:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(abs, range(4)))
+        raise ThreadDestroyedException()
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -166,6 +182,38 @@ def test_running_trainings_are_listed_and_cancelled_at_shutdown():
     finally:
         _TrainsUntilReleased.release.set()
     assert running_trainings(object()) == []  # not a local trainer: nothing we can see
+
+
+def test_a_cancelled_training_stops_itself_and_nothing_is_raised_into_a_thread(monkeypatch):
+    raised_into = []
+
+    def set_async_exc(thread_id, exception):
+        raised_into.append(thread_id)
+        return 0
+
+    monkeypatch.setattr(destroyable_thread.ctypes.pythonapi, "PyThreadState_SetAsyncExc", set_async_exc)
+    trainer = _trainer()
+    training = trainer.train(_StartsThreadsUntilCancelled)
+    time.sleep(0.2)
+    training.cancel()
+    wait_until_done = time.monotonic() + 10
+    while not training.get_info().status.is_terminal and time.monotonic() < wait_until_done:
+        time.sleep(0.01)
+    assert training.get_info().status == JobStatus.CANCELED
+    assert raised_into == []
+    # No thread was left waiting for another with concurrent.futures' lock held.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(abs, -1).result(timeout=5) == 1
+
+
+def test_caikit_cancels_by_the_flag_its_thread_reads_then_an_exception_into_it():
+    """KeepSavedModelFuture.cancel sets only the flag that DestroyableThread.destroy sets first."""
+    assert "self._worker.destroy()" in _code(LocalJobBase.LocalJobFuture.cancel)
+    destroy = _code(destroyable_thread.DestroyableThread.destroy)
+    assert destroy.index("self.__destroyed = True") < destroy.index("PyThreadState_SetAsyncExc")
+    assert "return self.__destroyed" in _code(destroyable_thread.DestroyableThread.destroyed.fget)
+    assert "if self.__destroyed:" in _code(destroyable_thread.DestroyableThread.run)
+    assert "self.destroyed and" in _code(destroyable_thread.DestroyableThread.canceled.fget)
 
 
 # -- where the servers listen ------------------------------------------------------------------

@@ -20,6 +20,7 @@ from caikit_computer_vision.modules.object_detection import transformers as dete
 from caikit_computer_vision.torch_device import select_device
 from caikit_computer_vision.training import (
     Recipe,
+    TrainingStopped,
     detection_loss,
     encode_images,
     every_layer_loss,
@@ -103,6 +104,36 @@ def test_fine_tune_lowers_the_loss_and_reports_every_epoch(train_dir):
     # docs/training.md reports). A training that does not learn stays within a few % of
     # its first epoch.
     assert losses[-1] < 0.95 * losses[0]
+
+
+def test_fine_tune_stops_before_the_step_at_which_it_is_asked_to(train_dir):
+    """How a cancelled training ends (caikit_workarounds.py ``KeepSavedModelFuture.cancel``)."""
+    model, processor = build_tiny_yolos()
+    asked_in_epoch = []
+    reports = []
+
+    def stop_requested() -> bool:
+        asked_in_epoch.append(len(reports) + 1)
+        return len(reports) == 1  # once the first epoch is done
+
+    with pytest.raises(TrainingStopped, match="in epoch 2 of 10"):
+        fine_tune(
+            model=model,
+            processor=processor,
+            images=load_labelled_images(str(train_dir / "images"), str(train_dir / "labels.txt")),
+            num_epochs=10,
+            learning_rate=LEARNING_RATE,
+            batch_size=8,
+            seed=0,
+            device=select_device(),
+            longest_edge=128,
+            max_aspect_ratio=4.0,
+            on_epoch=reports.append,
+            stop_requested=stop_requested,
+        )
+    # Asked before every step of epoch 1 (48 images in batches of 8) and the first of epoch 2.
+    assert asked_in_epoch == [1] * asked_in_epoch.count(1) + [2]
+    assert asked_in_epoch.count(1) >= 48 // 8 and [report.epoch for report in reports] == [1]
 
 
 def test_train_returns_a_new_model_that_predicts_differently(detector, trained):

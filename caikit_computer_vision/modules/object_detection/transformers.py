@@ -66,7 +66,7 @@ from ...model_dir_check import (
     release_memory,
 )
 from ...torch_device import select_device
-from ...training import fine_tune
+from ...training import TrainingStopped, fine_tune
 
 log = alog.use_channel("CCVYOLOS")
 error = error_handler.get(log)
@@ -203,10 +203,8 @@ class TransformersObjectDetector(ModuleBase):
         if problem is None:
             model, processor, problem = _read_hf_model(model_dir, config.hf_artifact_path)
         if problem is not None:
-            if getattr(threading.current_thread(), "destroyed", False):
-                # A cancelled training is stopped by an exception raised into its thread, which
-                # the checks above report like any other: not a problem of the files.
-                raise ThreadDestroyedException()
+            # A training cancelled while it loads its base model: not a problem of the files.
+            _stop_if_cancelled()
             _FAILED_LOADS.remember(model_dir, signature, problem)
             name = os.path.basename(model_dir)
             # A ValueError says "this model is not usable" (the runtime answers NOT_FOUND)
@@ -331,23 +329,43 @@ class TransformersObjectDetector(ModuleBase):
         the data's labels (sorted by name); otherwise the base model's head and label ids are kept.
         """
         images = cls.validate_train_arguments(model_path, train_data, num_epochs, learning_rate)
+        _stop_if_cancelled()
         base = cls.load(model_path)
+        _stop_if_cancelled()
         data_labels = sorted({box.label for image in images for box in image.boxes})
         model = _with_labels(base.model, data_labels)
         with _THREADS.training():
-            fine_tune(
-                model=model,
-                processor=base.processor,
-                images=images,
-                num_epochs=num_epochs,
-                learning_rate=float(learning_rate),
-                batch_size=train_batch_size(),
-                seed=DEFAULT_SEED,
-                device=base.device,
-                longest_edge=base.longest_edge,
-                max_aspect_ratio=base.max_aspect_ratio,
-            )
+            try:
+                fine_tune(
+                    model=model,
+                    processor=base.processor,
+                    images=images,
+                    num_epochs=num_epochs,
+                    learning_rate=float(learning_rate),
+                    batch_size=train_batch_size(),
+                    seed=DEFAULT_SEED,
+                    device=base.device,
+                    longest_edge=base.longest_edge,
+                    max_aspect_ratio=base.max_aspect_ratio,
+                    stop_requested=_cancelled,
+                )
+            except TrainingStopped as stopped:
+                raise ThreadDestroyedException() from stopped
+        _stop_if_cancelled()  # before caikit saves what it returns
         return cls(model, base.processor)
+
+
+def _cancelled() -> bool:
+    """Whether this training was cancelled: caikit_workarounds.py ``KeepSavedModelFuture.cancel``
+    marks the training's thread (a caikit ``DestroyableThread``) and lets the training stop
+    itself, here and before every step, instead of raising into the thread at any bytecode."""
+    return getattr(threading.current_thread(), "destroyed", False)
+
+
+def _stop_if_cancelled() -> None:
+    if _cancelled():
+        # caikit's own exception for a stopped training: its future then reads CANCELED.
+        raise ThreadDestroyedException()
 
 
 def _hf_files_problem(model_dir: str, hf_artifact_path: Optional[str]) -> Optional[str]:
@@ -380,9 +398,6 @@ def _read_hf_model(
         model = YolosForObjectDetection.from_pretrained(
             hf_dir, local_files_only=True, disable_mmap=True, use_safetensors=True
         )
-    except ThreadDestroyedException:
-        # A cancelled training stops here: not a problem of the directory, nothing to remember.
-        raise
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
         problem = client_message(err)
     else:
