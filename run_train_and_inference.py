@@ -188,9 +188,15 @@ def main() -> int:
         # caikit 0.29's training status holds a state and timestamps only; the runtime logs
         # the loss.
         print("  (each epoch's loss is in the runtime's log: CCVTRAIN ... epoch i/n: loss ...)")
-        outcome = calls.wait_for_training(
-            api, channel, training_id, args.timeout, common.STATUS_POLL_INTERVAL_S
-        )
+        with calls.RememberedCtrlC() as ctrl_c:
+            outcome = calls.wait_for_training(
+                api,
+                channel,
+                training_id,
+                args.timeout,
+                common.STATUS_POLL_INTERVAL_S,
+                interrupted=ctrl_c.pressed,
+            )
     except KeyboardInterrupt:
         print(_cancel_on_interrupt(api, channel, training_id, args.model_id), file=sys.stderr)
         return INTERRUPTED

@@ -3,9 +3,11 @@
 # Standard
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Dict, List, Optional, Sequence, TextIO
+from typing import Callable, Dict, List, Optional, Sequence, TextIO
 import math
+import signal
 import sys
+import threading
 import time
 
 # Third Party
@@ -100,6 +102,34 @@ class ProgressLine:
         self._stream.flush()
 
 
+class RememberedCtrlC:
+    """Within it, Ctrl-C raises KeyboardInterrupt as usual and is also remembered (``pressed``).
+
+    grpc's blocking calls run Python's signal handlers while they wait, and can lose the
+    KeyboardInterrupt one raises: the call then returns as if nothing had happened (seen in
+    tests/test_newcomer.py's Ctrl-C test on a busy machine: the client went on polling a
+    training it was asked to cancel). Main thread only, as every signal handler.
+    """
+
+    def __init__(self) -> None:
+        self._pressed = threading.Event()
+        self._previous = None
+
+    def pressed(self) -> bool:
+        return self._pressed.is_set()
+
+    def __enter__(self) -> "RememberedCtrlC":
+        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _on_sigint(self, _signum, _frame) -> None:
+        self._pressed.set()
+        raise KeyboardInterrupt
+
+
 def wait_for_training(
     stubs: SimpleNamespace,
     channel: grpc.Channel,
@@ -107,11 +137,14 @@ def wait_for_training(
     timeout_s: float,
     poll_interval_s: float,
     progress: Optional[ProgressLine] = None,
+    interrupted: Callable[[], bool] = lambda: False,
 ) -> TrainingOutcome:
     """Poll GetTrainingStatus until the training ends; raise TrainingFailed unless COMPLETED.
 
     ``progress`` (default: one on stdout) shows the state and the seconds so far. Ctrl-C
-    (KeyboardInterrupt) ends the progress line and is raised on: the caller cancels.
+    (KeyboardInterrupt) ends the progress line and is raised on: the caller cancels. So is an
+    ``interrupted()`` that says yes after a call (``RememberedCtrlC.pressed``: a Ctrl-C that the
+    call lost).
     """
     progress = progress or ProgressLine()
     management = stubs.training_management.TrainingManagementStub(channel)
@@ -121,6 +154,8 @@ def wait_for_training(
     while True:
         try:
             response = management.GetTrainingStatus(request)
+            if interrupted():
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             progress.finish(f"  training {training_id}: interrupted")
             raise
