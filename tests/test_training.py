@@ -80,22 +80,27 @@ def trained(saved_model_dir, train_dir) -> TransformersObjectDetector:
     )
 
 
-def test_fine_tune_lowers_the_loss_and_reports_every_epoch(train_dir):
+def _fine_tune_tiny(train_dir: pathlib.Path, learning_rate: float, **options):
+    """10 epochs of a new demo-size model on ``train_dir``, in batches of 8."""
     model, processor = build_tiny_yolos()
-    reports = []
-    losses = fine_tune(
+    return fine_tune(
         model=model,
         processor=processor,
         images=load_labelled_images(str(train_dir / "images"), str(train_dir / "labels.txt")),
         num_epochs=10,
-        learning_rate=5 * LEARNING_RATE,
+        learning_rate=learning_rate,
         batch_size=8,
         seed=0,
         device=select_device(),
         longest_edge=128,
         max_aspect_ratio=4.0,
-        on_epoch=reports.append,
+        **options,
     )
+
+
+def test_fine_tune_lowers_the_loss_and_reports_every_epoch(train_dir):
+    reports = []
+    losses = _fine_tune_tiny(train_dir, 5 * LEARNING_RATE, on_epoch=reports.append)
     assert [report.epoch for report in reports] == list(range(1, 11))
     assert [report.mean_loss for report in reports] == losses
     assert all(math.isfinite(loss) for loss in losses)
@@ -108,7 +113,6 @@ def test_fine_tune_lowers_the_loss_and_reports_every_epoch(train_dir):
 
 def test_fine_tune_stops_before_the_step_at_which_it_is_asked_to(train_dir):
     """How a cancelled training ends (caikit_workarounds.py ``KeepSavedModelFuture.cancel``)."""
-    model, processor = build_tiny_yolos()
     asked_in_epoch = []
     reports = []
 
@@ -117,19 +121,8 @@ def test_fine_tune_stops_before_the_step_at_which_it_is_asked_to(train_dir):
         return len(reports) == 1  # once the first epoch is done
 
     with pytest.raises(TrainingStopped, match="in epoch 2 of 10"):
-        fine_tune(
-            model=model,
-            processor=processor,
-            images=load_labelled_images(str(train_dir / "images"), str(train_dir / "labels.txt")),
-            num_epochs=10,
-            learning_rate=LEARNING_RATE,
-            batch_size=8,
-            seed=0,
-            device=select_device(),
-            longest_edge=128,
-            max_aspect_ratio=4.0,
-            on_epoch=reports.append,
-            stop_requested=stop_requested,
+        _fine_tune_tiny(
+            train_dir, LEARNING_RATE, on_epoch=reports.append, stop_requested=stop_requested
         )
     # Asked before every step of epoch 1 (48 images in batches of 8) and the first of epoch 2.
     assert asked_in_epoch == [1] * asked_in_epoch.count(1) + [2]
