@@ -7,7 +7,6 @@ from typing import Callable, Dict, List, Optional, Sequence, TextIO
 import math
 import signal
 import sys
-import threading
 import time
 
 # Third Party
@@ -112,11 +111,11 @@ class RememberedCtrlC:
     """
 
     def __init__(self) -> None:
-        self._pressed = threading.Event()
+        self._pressed = False
         self._previous = None
 
     def pressed(self) -> bool:
-        return self._pressed.is_set()
+        return self._pressed
 
     def __enter__(self) -> "RememberedCtrlC":
         self._previous = signal.signal(signal.SIGINT, self._on_sigint)
@@ -126,7 +125,7 @@ class RememberedCtrlC:
         signal.signal(signal.SIGINT, self._previous)
 
     def _on_sigint(self, _signum, _frame) -> None:
-        self._pressed.set()
+        self._pressed = True
         raise KeyboardInterrupt
 
 
