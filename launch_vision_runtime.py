@@ -12,10 +12,13 @@ import argparse
 import os
 import sys
 
-# OpenMP reads this when torch loads: whenever torch runs more than one thread, idle worker
-# threads sleep instead of spinning, which on a machine with other work made training steps many
-# times slower (docs/training.md, "What did not work").
+# OpenMP reads these when torch loads. PASSIVE: when the process's OpenMP threads outnumber the
+# cores, idle ones sleep at once instead of spinning, which on a machine with other work made
+# training steps many times slower (docs/training.md, "What did not work"). GOMP_SPINCOUNT:
+# otherwise (one team, batching._OpenMpTeam) they spin briefly between a pass's operations
+# instead of sleeping at each of them (docs/performance.md, "Threads follow the load").
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 # Local
 from example_tools.venv import require_venv  # noqa: E402

@@ -21,9 +21,12 @@ Threads follow the load (``ThreadShare``): a forward pass alone gets every core 
 intra-op threads; passes of several models, and trainings, share them; a pass too small to gain
 from threads (``PARALLEL_PASS_OPERATIONS``) gets one. torch's thread count is
 per thread (OpenMP's), so setting it in the thread that runs the pass affects only that pass.
+A pass on more than one thread runs on one long-lived thread of the share (``_OpenMpTeam``
+says why), the others in the thread that leads them.
 """
 
 # Standard
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from contextvars import ContextVar
@@ -45,10 +48,54 @@ PARALLEL_PASS_OPERATIONS = 1e9
 
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
+Result = TypeVar("Result")
 
 
 class ClientGone(Exception):
     """The request's client gave up before its forward pass: it left the batch."""
+
+
+class _OpenMpTeam:
+    """The one thread that runs every forward pass of more than one torch thread.
+
+    Why one: libgomp, torch's OpenMP on Linux, gives each thread that starts a parallel region a
+    team of worker threads of its own, and keeps it for as long as that thread lives. Once the
+    workers of all teams outnumber the cores, every team's threads stop spinning between
+    regions and sleep instead (libgomp's throttled spin count), and each wake-up costs a
+    context switch: a yolos-tiny-size pass on two threads woke them about 460 times and took 7 %
+    longer (175.7 -> 188.0 ms here) as soon as a second thread had run a pass of two threads,
+    and was fast again once that thread had ended. Passes led by whichever request thread
+    found a lane would build a team in every server thread; passes run here build one.
+    Started at the first such pass, never at import.
+    """
+
+    def __init__(self):
+        self._executor: Optional[ThreadPoolExecutor] = None
+        self._started = threading.Lock()
+
+    def run(self, threads: int, function: Callable[[], Result]) -> Result:
+        """``function()`` on the team's thread with ``threads`` torch threads; its result or
+        its exception."""
+        with self._started:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="ccv-torch-team")
+        return self._executor.submit(_on_threads, threads, function).result()
+
+
+def _on_threads(threads: int, function: Callable[[], Result]) -> Result:
+    set_torch_threads(threads)
+    return function()
+
+
+def set_torch_threads(threads: int) -> None:
+    """torch's intra-op threads in this thread.
+
+    torch sets a thread's count from the one last set in any thread when the thread first
+    reads or uses it (``at::lazy_init_num_threads``), which would undo a count set before: so
+    read it first.
+    """
+    torch.get_num_threads()
+    torch.set_num_threads(threads)
 
 
 class ThreadShare:
@@ -56,7 +103,8 @@ class ThreadShare:
 
     A training takes ``training_threads`` (``fixed``, else all cores but one, which stay for
     predictions); forward passes divide what trainings leave. ``fixed`` (the config's
-    ``torch_threads``) overrides the division.
+    ``torch_threads``) overrides the division. A pass given more than one thread runs on the
+    share's OpenMP team thread while no other pass uses it.
     """
 
     def __init__(self, cores: int, fixed: Optional[int] = None):
@@ -64,27 +112,40 @@ class ThreadShare:
         self.fixed = fixed
         self._forwards = 0
         self._training_threads = 0
+        self._team = _OpenMpTeam()
+        self._team_in_use = False
         self._lock = threading.Lock()
 
     @property
     def training_threads(self) -> int:
         return self.fixed or max(1, self.cores - 1)
 
-    @contextmanager
-    def forward(self, operations: float = PARALLEL_PASS_OPERATIONS) -> Iterator[int]:
-        """Around a forward pass of about ``operations``: count it, set and yield its threads."""
+    def run_forward(
+        self, forward: Callable[[], Result], operations: float = PARALLEL_PASS_OPERATIONS
+    ) -> Result:
+        """``forward()``, a pass of about ``operations``, on the threads its share gives it.
+
+        On more than one thread it runs on the team thread; when that is in use (many cores,
+        several passes at once), in this thread, as every pass did before the team thread.
+        """
         with self._lock:
             self._forwards += 1
             free = max(1, self.cores - self._training_threads)
             threads = self.fixed or (
                 max(1, free // self._forwards) if operations >= PARALLEL_PASS_OPERATIONS else 1
             )
-        torch.set_num_threads(threads)
+            on_team = threads > 1 and not self._team_in_use
+            self._team_in_use = self._team_in_use or on_team
         try:
-            yield threads
+            if on_team:
+                return self._team.run(threads, forward)
+            set_torch_threads(threads)
+            return forward()
         finally:
             with self._lock:
                 self._forwards -= 1
+                if on_team:
+                    self._team_in_use = False
 
     @contextmanager
     def training(self) -> Iterator[int]:
@@ -92,7 +153,7 @@ class ThreadShare:
         threads = self.training_threads
         with self._lock:
             self._training_threads += threads
-        torch.set_num_threads(threads)
+        set_torch_threads(threads)
         try:
             yield threads
         finally:

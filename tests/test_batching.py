@@ -10,6 +10,7 @@ request never waits for company, and torch's threads follow how many passes run 
 # Standard
 from concurrent.futures import ThreadPoolExecutor
 import asyncio
+import os
 import threading
 import time
 
@@ -30,6 +31,7 @@ from caikit_computer_vision.guards.http_door import _DisconnectWatch
 from caikit_computer_vision.guards import limits as limits_module
 from caikit_computer_vision.guards.limits import Limits
 from caikit_computer_vision.modules.object_detection import TransformersObjectDetector
+from caikit_computer_vision.modules.object_detection import transformers as transformers_module
 from example_tools.tiny_yolos import build_tiny_yolos
 
 from .conftest import encode_image, noise_image
@@ -246,22 +248,81 @@ def test_batches_hold_at_most_max_batch_size():
 
 def test_a_pass_alone_gets_every_core_and_concurrent_passes_share_them():
     share = ThreadShare(cores=4)
-    with share.forward() as alone:
-        assert alone == 4 and torch.get_num_threads() == 4
-        seen = {}
-        thread = threading.Thread(target=lambda: _enter(share, seen))
+    seen = {}
+
+    def alone():
+        thread = threading.Thread(target=lambda: _run(share, seen, "beside"))
         thread.start()
         thread.join()
-        assert seen == {"threads": 2, "torch": 2}
+        return _threads_here()
+
+    assert share.run_forward(alone) == (4, "ccv-torch-team_0")
+    # Started while the first ran: half the cores, in its own thread (the team thread is busy).
+    assert seen["beside"] == (2, "beside")
     with share.training() as training:
         assert training == 3
-        with share.forward() as beside_training:
-            assert beside_training == 1
-    with share.forward(operations=1e6) as small:
-        assert small == 1, "a pass too small to gain from threads runs on one"
+        assert share.run_forward(_threads_here) == (1, "MainThread")
+    assert share.run_forward(_threads_here, operations=1e6) == (1, "MainThread"), (
+        "a pass too small to gain from threads runs on one, where it was asked for"
+    )
     assert ThreadShare(cores=4, fixed=1).training_threads == 1
-    with ThreadShare(cores=4, fixed=3).forward() as fixed:
-        assert fixed == 3
+    assert ThreadShare(cores=4, fixed=3).run_forward(_threads_here) == (3, "ccv-torch-team_0")
+
+
+def test_passes_on_many_threads_led_by_many_request_threads_build_one_openmp_team():
+    """libgomp keeps a team of workers for every thread that started a parallel region; more
+    workers than cores make them all sleep between regions (batching._OpenMpTeam)."""
+    share = ThreadShare(cores=2)
+    matrix = torch.randn(512, 512)
+    ran_on = []
+
+    def forward():
+        ran_on.append(threading.current_thread().name)
+        return float((matrix @ matrix).sum())  # a parallel region on two threads
+
+    answered, finished = [], threading.Event()
+    request_threads = [
+        threading.Thread(
+            target=lambda: (answered.append(share.run_forward(forward)), finished.wait(30))
+        )
+        for _ in range(4)
+    ]
+    before = _process_threads()
+    for count, thread in enumerate(request_threads, 1):  # one after another: each pass alone
+        thread.start()
+        while len(answered) < count:
+            time.sleep(0.01)
+    # The four request threads, the team thread, its one OpenMP worker and the worker of
+    # torch's own pool (started once per process by set_num_threads(2)); every request thread
+    # leading its own pass would have added an OpenMP worker each (9 here).
+    grown = _process_threads() - before
+    finished.set()
+    for thread in request_threads:
+        thread.join()
+    assert grown <= len(request_threads) + 3, grown
+    assert ran_on == ["ccv-torch-team_0"] * 4
+
+
+def test_a_model_loads_on_one_torch_thread(tmp_path, monkeypatch):
+    """caikit loads models in threads that live on: one that ran torch on two threads would
+    keep an OpenMP team (see the test above)."""
+    saved = tmp_path / "model"
+    TransformersObjectDetector(*build_tiny_yolos()).save(str(saved))
+    read, threads_seen = transformers_module._read_hf_model, []
+
+    def read_and_see(*args):
+        threads_seen.append(torch.get_num_threads())
+        return read(*args)
+
+    monkeypatch.setattr(transformers_module, "_read_hf_model", read_and_see)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        TransformersObjectDetector.load(str(saved))
+        assert torch.get_num_threads() == 2, "the load gives the thread its count back"
+    finally:
+        torch.set_num_threads(threads)
+    assert threads_seen == [1]
 
 
 def test_the_demo_model_is_small_and_a_yolos_tiny_size_model_large_for_threads(detector):
@@ -272,9 +333,18 @@ def test_the_demo_model_is_small_and_a_yolos_tiny_size_model_large_for_threads(d
     assert large.pass_operations([large.prepare(image)]) > PARALLEL_PASS_OPERATIONS
 
 
-def _enter(share, seen):
-    with share.forward() as threads:
-        seen.update(threads=threads, torch=torch.get_num_threads())
+def _threads_here():
+    """(torch's threads, the thread's name) where a pass runs."""
+    return torch.get_num_threads(), threading.current_thread().name
+
+
+def _run(share, seen, name):
+    threading.current_thread().name = name
+    seen[name] = share.run_forward(_threads_here)
+
+
+def _process_threads():
+    return len(os.listdir("/proc/self/task"))
 
 
 # -- configuration ------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from ...defaults import (
     LIBRARY_CONFIG_KEY,
     MAX_BOXES_PER_IMAGE,
 )
-from ...detection import Detector, ForwardRow, PreparedImage, cores
+from ...detection import Detector, ForwardRow, PreparedImage, cores, single_threaded
 from ...guards.limits import Limits
 from ...images import ImageLimits
 from ...labelled_images import LabelledImage, load_labelled_images
@@ -201,7 +201,11 @@ class TransformersObjectDetector(ModuleBase):
         if problem is None:
             problem = _hf_files_problem(model_dir, config.hf_artifact_path)
         if problem is None:
-            model, processor, problem = _read_hf_model(model_dir, config.hf_artifact_path)
+            # On one torch thread: caikit loads in threads that live on, and a thread that ran
+            # torch on more threads keeps an OpenMP team that stops every pass's threads from
+            # spinning (batching._OpenMpTeam).
+            with single_threaded():
+                model, processor, problem = _read_hf_model(model_dir, config.hf_artifact_path)
         if problem is not None:
             # A training cancelled while it loads its base model: not a problem of the files.
             _stop_if_cancelled()
@@ -211,7 +215,8 @@ class TransformersObjectDetector(ModuleBase):
             # rather than "the server broke" (INTERNAL).
             error("<CCV50281950E>", ValueError(f"model {name!r} cannot be loaded: {problem}"))
         _FAILED_LOADS.forget(model_dir)
-        return cls(model, processor)
+        with single_threaded():
+            return cls(model, processor)
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -254,8 +259,9 @@ class TransformersObjectDetector(ModuleBase):
         return max(1, int(PARALLEL_PASS_OPERATIONS // self.detector.pass_operations([prepared])))
 
     def _forward(self, batch: Sequence[PreparedImage]) -> List[ForwardRow]:
-        with _THREADS.forward(self.detector.pass_operations(batch)):
-            return self.detector.forward(batch)
+        return _THREADS.run_forward(
+            lambda: self.detector.forward(batch), self.detector.pass_operations(batch)
+        )
 
     @property
     def longest_edge(self) -> int:
