@@ -66,19 +66,15 @@ class _OpenMpTeam:
     longer (175.7 -> 188.0 ms here) as soon as a second thread had run a pass of two threads,
     and was fast again once that thread had ended. Passes led by whichever request thread
     found a lane would build a team in every server thread; passes run here build one.
-    Started at the first such pass, never at import.
+    The executor starts its thread at the first such pass, never at import.
     """
 
     def __init__(self):
-        self._executor: Optional[ThreadPoolExecutor] = None
-        self._started = threading.Lock()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ccv-torch-team")
 
     def run(self, threads: int, function: Callable[[], Result]) -> Result:
         """``function()`` on the team's thread with ``threads`` torch threads; its result or
         its exception."""
-        with self._started:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="ccv-torch-team")
         return self._executor.submit(_on_threads, threads, function).result()
 
 
@@ -135,7 +131,8 @@ class ThreadShare:
                 max(1, free // self._forwards) if operations >= PARALLEL_PASS_OPERATIONS else 1
             )
             on_team = threads > 1 and not self._team_in_use
-            self._team_in_use = self._team_in_use or on_team
+            if on_team:
+                self._team_in_use = True
         try:
             if on_team:
                 return self._team.run(threads, forward)
