@@ -20,7 +20,6 @@ import os
 # Third Party
 from transformers import YolosForObjectDetection
 from transformers.models.yolos.image_processing_pil_yolos import YolosImageProcessorPil
-from transformers.models.yolos.modeling_yolos import YolosObjectDetectionOutput
 import torch
 
 # Local
@@ -28,6 +27,7 @@ from .duplicates import clip_to_image, keep_best_of_duplicates
 from .images import ImageLimits, ImageSource, fit_for_processor, load_image
 from .memory import return_freed_memory
 from .pixel_table import PixelTable
+from .post_processing import post_process
 from .torch_device import select_device
 from .traced_forward import TracedForward
 
@@ -196,24 +196,16 @@ class Detector:
     def _finish(
         self, prepared: PreparedImage, row: ForwardRow, threshold: float
     ) -> List[Detection]:
-        logits, boxes = row
-        with torch.inference_mode():
-            found = self.processor.post_process_object_detection(
-                YolosObjectDetectionOutput(logits=logits, pred_boxes=boxes),
-                threshold=threshold,
-                target_sizes=[(prepared.fitted_height, prepared.fitted_width)],
-            )[0]
-            found["boxes"] = clip_to_image(
-                found["boxes"],
-                prepared.width / prepared.scale_x,
-                prepared.height / prepared.scale_y,
-            )
-            keep = keep_best_of_duplicates(found["scores"], found["labels"], found["boxes"])
+        found = post_process(*row, threshold, prepared.fitted_height, prepared.fitted_width)
+        boxes = clip_to_image(
+            found.boxes, prepared.width / prepared.scale_x, prepared.height / prepared.scale_y
+        )
+        keep = keep_best_of_duplicates(found.scores, found.labels, boxes)
         detections = []
         for score, label_id, (x0, y0, x1, y1) in zip(
-            found["scores"][keep].tolist(),
-            found["labels"][keep].tolist(),
-            found["boxes"][keep].tolist(),
+            found.scores[keep].tolist(),
+            found.labels[keep].tolist(),
+            boxes[keep].tolist(),
         ):
             detection = Detection(
                 label=self.id2label[label_id],

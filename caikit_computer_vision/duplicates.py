@@ -16,45 +16,44 @@ objects never overlap above 0.1; for crowded real data, raise it.
 """
 
 # Third Party
-import torch
+import numpy as np
 
 DUPLICATE_IOU = 0.2
 
 
 def keep_best_of_duplicates(
-    scores: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, iou: float = DUPLICATE_IOU
-) -> torch.Tensor:
+    scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray, iou: float = DUPLICATE_IOU
+) -> np.ndarray:
     """Indices (best score first) of the detections to keep; ``boxes`` are (x0, y0, x1, y1).
 
-    Computed on the host whatever device the detections come from: there are at most a few
-    hundred, and the greedy pass decides box by box (on a GPU, a host sync per box). The
-    indices are returned on the detections' device.
+    numpy on the host: there are at most a few hundred detections, the greedy pass decides box
+    by box, and numpy keeps the GIL on arrays this small where each torch operation would hand
+    it to another request's thread and wait to get it back (post_processing.py). Overlaps are
+    float32, like the boxes.
     """
-    device = scores.device
-    scores, labels, boxes = scores.cpu(), labels.cpu(), boxes.cpu()
-    order = scores.argsort(descending=True, stable=True)
-    boxes, labels = boxes[order].float(), labels[order]
-    areas = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
-    top_left = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    bottom_right = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    intersection = (bottom_right - top_left).clamp(min=0).prod(-1)
-    overlaps = intersection / (areas[:, None] + areas[None, :] - intersection).clamp(min=1e-9)
-    duplicate_of = (overlaps > iou) & (labels[:, None] == labels[None, :])
-    kept = torch.ones(len(order), dtype=torch.bool)
+    order = np.argsort(-scores, kind="stable")
+    boxes, labels = boxes[order].astype(np.float32, copy=False), labels[order]
+    sides = np.maximum(boxes[:, 2:] - boxes[:, :2], np.float32(0))
+    areas = sides[:, 0] * sides[:, 1]
+    top_left = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    bottom_right = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    overlap_sides = np.maximum(bottom_right - top_left, np.float32(0))
+    intersection = overlap_sides[..., 0] * overlap_sides[..., 1]
+    union = np.maximum(areas[:, None] + areas[None, :] - intersection, np.float32(1e-9))
+    duplicate_of = (intersection / union > np.float32(iou)) & (labels[:, None] == labels[None, :])
+    kept = np.ones(len(order), dtype=bool)
     for index in range(len(order)):
         if kept[index]:
             # Everything after a kept box that duplicates it goes (greedy, like every NMS).
-            later = duplicate_of[index].clone()
-            later[: index + 1] = False
-            kept &= ~later
-    return order[kept].to(device)
+            kept[index + 1 :] &= ~duplicate_of[index, index + 1 :]
+    return order[kept]
 
 
-def clip_to_image(boxes: torch.Tensor, width: float, height: float) -> torch.Tensor:
-    """``boxes`` (x0, y0, x1, y1) clipped to the image ``width`` x ``height``.
+def clip_to_image(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """``boxes`` (x0, y0, x1, y1, float32) clipped to the image ``width`` x ``height``.
 
     Done before ``keep_best_of_duplicates`` so that duplicates are judged on the boxes the
     caller gets: a box reaching past the edge overlaps its twin less than its clipped self does.
     """
-    limits = boxes.new_tensor([width, height, width, height])
-    return torch.minimum(boxes.clamp(min=0), limits)
+    limits = np.array([width, height, width, height], dtype=np.float32)
+    return np.minimum(np.maximum(boxes, np.float32(0)), limits)

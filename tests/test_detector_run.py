@@ -61,6 +61,7 @@ def test_each_coordinate_lands_in_its_named_field(detector):
     )[0]
     # run() clips to the image, then keeps one box of each cluster of same-label overlapping
     # boxes (duplicates.py).
+    raw = {key: value.cpu().numpy() for key, value in raw.items()}
     raw["boxes"] = clip_to_image(raw["boxes"], width, height)
     kept = keep_best_of_duplicates(raw["scores"], raw["labels"], raw["boxes"])
     raw = {key: value[kept] for key, value in raw.items()}

@@ -1,7 +1,7 @@
 """Class-aware duplicate suppression: one box per object, separate objects kept."""
 
 # Third Party
-import torch
+import numpy as np
 
 # Local
 from caikit_computer_vision.duplicates import clip_to_image, keep_best_of_duplicates
@@ -9,7 +9,9 @@ from caikit_computer_vision.duplicates import clip_to_image, keep_best_of_duplic
 
 def _keep(scores, labels, boxes):
     kept = keep_best_of_duplicates(
-        torch.tensor(scores), torch.tensor(labels), torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        np.array(scores, dtype=np.float32),
+        np.array(labels, dtype=np.int64),
+        np.array(boxes, dtype=np.float32).reshape(-1, 4),
     )
     return kept.tolist()
 
@@ -40,7 +42,7 @@ def test_no_detections_keep_nothing():
 
 
 def test_clip_to_image_keeps_boxes_inside_the_image():
-    boxes = torch.tensor([[-5.0, 2.0, 30.0, 12.0], [3.0, -1.0, 8.0, 50.0]])
+    boxes = np.array([[-5.0, 2.0, 30.0, 12.0], [3.0, -1.0, 8.0, 50.0]], dtype=np.float32)
     assert clip_to_image(boxes, 20, 16).tolist() == [[0.0, 2.0, 20.0, 12.0], [3.0, 0.0, 8.0, 16.0]]
 
 
@@ -48,7 +50,7 @@ def test_boxes_that_overlap_only_once_clipped_are_duplicates():
     """One box on a 10 x 10 object at the right edge, one reaching far past the edge: apart
     they overlap 100 / 600 (two objects), clipped to the 10 px wide image they are the same
     box (what the caller would get twice)."""
-    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 60.0, 10.0]])
-    scores, labels = torch.tensor([0.9, 0.8]), torch.tensor([0, 0])
+    boxes = np.array([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 60.0, 10.0]], dtype=np.float32)
+    scores, labels = np.array([0.9, 0.8], dtype=np.float32), np.array([0, 0])
     assert keep_best_of_duplicates(scores, labels, boxes).tolist() == [0, 1]
     assert keep_best_of_duplicates(scores, labels, clip_to_image(boxes, 10, 10)).tolist() == [0]
