@@ -15,7 +15,7 @@ via ``get_data_model``); tests/test_imports.py fails if it stops.
 
 # Standard
 from contextlib import contextmanager
-from typing import Callable, Iterator, List, Optional, Sequence, Type
+from typing import Callable, Iterator, List, Optional, Sequence
 import asyncio
 import concurrent.futures
 import contextvars
@@ -27,7 +27,6 @@ import uuid
 import grpc
 
 # First Party
-from caikit.core.data_model import DataBase
 from caikit.core.model_management.job_base import JobFutureBase
 from caikit.core.model_management.local_job_base import LocalJobBase
 from caikit.core.model_management.local_model_trainer import LocalModelTrainer
@@ -236,20 +235,28 @@ def trainer_name_of(training_id: str) -> str:
     return ReversibleHasher.reverse_hash(training_id.split(JobFutureBase.ID_DELIMITER)[0])
 
 
-def http_request_class(rpc) -> Type[DataBase]:
-    """The data model class that caikit's HTTP route for ``rpc`` validates a JSON body with.
+def http_route_request_model(http_server, path: str) -> Optional[type]:
+    """The pydantic model that caikit's POST route at ``path`` validates its JSON body with, or
+    None when there is no such route.
 
-    caikit/runtime/http_server/http_server.py ``_get_request_dataobject`` names a predict
-    route's request ``<request name>HttpRequest`` and a train route's request is the RPC's own
-    request; neither is exposed. pydantic_wrapper.py ``dataobject_to_pydantic`` caches the
-    pydantic model it built for the route, so the front door validates with that same model,
-    in pydantic's strict mode (caikit's is lax: ``"0.5"`` and ``true`` pass as numbers).
+    caikit/runtime/http_server/http_server.py builds that model in the method that adds the
+    route (``pydantic_request = dataobject_to_pydantic(...)``: ``_get_request_dataobject``'s
+    ``<request name>HttpRequest`` for a predict route, the RPC's own request for a train route)
+    and keeps it only in the route handler's closure, read here. By name it cannot be found:
+    the prediction-job routes (``runtime.service_generation.enable_inference_jobs``, on by
+    default) build a second ``<request name>HttpRequest`` afterwards, which takes the name, so
+    the front door validated predict bodies with a model that was not the route's, and caikit
+    parsed each of them again on the event loop (``take_validated_http_requests`` takes only a
+    model of the route's own type).
     """
-    # First Party
-    from caikit.runtime.service_generation.rpcs import TaskPredictRPC
-
-    name = rpc.request.name + ("HttpRequest" if isinstance(rpc, TaskPredictRPC) else "")
-    return DataBase.get_class_for_name(name)
+    for route in http_server.app.routes:
+        if getattr(route, "path", None) != path or "POST" not in (getattr(route, "methods", None) or ()):
+            continue
+        handler = route.endpoint
+        cells = dict(zip(handler.__code__.co_freevars, handler.__closure__ or ()))
+        if "pydantic_request" in cells:
+            return cells["pydantic_request"].cell_contents
+    return None
 
 
 def listen_http_on(http_server, host: str) -> None:

@@ -15,7 +15,6 @@ import functools
 from caikit.config import get_config
 from caikit.core import MODEL_MANAGER
 from caikit.core.exceptions import error_handler
-from caikit.runtime.http_server.pydantic_wrapper import dataobject_to_pydantic
 from caikit.runtime.names import get_http_route_name
 from caikit.runtime.service_generation.rpcs import ModuleClassTrainRPC, TaskPredictRPC
 import alog
@@ -26,7 +25,7 @@ from .caikit_workarounds import (
     build_servers_with,
     cancel_running_trainings,
     decode_http_base64_in_c,
-    http_request_class,
+    http_route_request_model,
     listen_http_on,
     log_http_client_errors_briefly,
     run_http_calls_in_the_callers_context,
@@ -159,5 +158,15 @@ def _http_request_models(http_server):
             )
             if not isinstance(rpc, (TaskPredictRPC, ModuleClassTrainRPC)) or streaming:
                 continue
-            routes[get_http_route_name(rpc.name)] = dataobject_to_pydantic(http_request_class(rpc))
+            path = get_http_route_name(rpc.name)
+            model = http_route_request_model(http_server, path)
+            error.value_check(
+                "<CCV84210380E>",
+                model is not None,
+                "caikit's HTTP route {} keeps no request model where "
+                "caikit_workarounds.http_route_request_model reads it: update that function for "
+                "this caikit version",
+                path,
+            )
+            routes[path] = model
     return predict, train

@@ -18,6 +18,8 @@ import inspect
 import pathlib
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import typing
@@ -63,6 +65,8 @@ from caikit_computer_vision.caikit_workarounds import (
     save_path_for,
     trainer_name_of,
 )
+
+from .conftest import REPO_ROOT
 
 TRAINER_NAME = "workarounds_test"
 
@@ -327,17 +331,61 @@ def test_caikit_routes_parse_bodies_through_a_module_global():
     assert _code(RuntimeHTTPServer).count("= await pydantic_from_request(") >= 3
 
 
-def test_caikit_names_its_http_request_classes_as_http_request_class_reads_them():
-    """Predict routes validate ``<request>HttpRequest``, train routes the RPC's own request,
-    each through the pydantic model that dataobject_to_pydantic caches."""
-    assert 'name=f"{rpc.request.name}HttpRequest",' in _code(
-        RuntimeHTTPServer._get_request_dataobject
+def test_caikit_keeps_each_http_routes_request_model_in_its_handler():
+    """http_route_request_model reads ``pydantic_request`` from the closure of caikit's predict
+    and train handlers, where each passes it to pydantic_from_request."""
+    for add_route in (
+        RuntimeHTTPServer._add_unary_input_unary_output_handler,
+        RuntimeHTTPServer._train_add_unary_input_unary_output_handler,
+    ):
+        code = _code(add_route)
+        assert "pydantic_request = dataobject_to_pydantic(" in code
+        assert "await pydantic_from_request(pydantic_request, context)" in code
+
+
+# Builds caikit's HTTP server as runtime_server.serve does (prediction jobs on, caikit's
+# default), validates a predict body as the front door does, then calls caikit's own predict
+# handler with a body that is not JSON: only a handler that takes the door's request gets as
+# far as looking for the model (404); one that parses the body again answers 400 or 422.
+_PREDICT_TAKES_THE_DOORS_REQUEST = """
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[1])
+import common
+common.configure_caikit()
+from caikit.runtime.http_server.http_server import RuntimeHTTPServer
+from starlette.requests import Request
+from caikit_computer_vision import caikit_workarounds, runtime_server
+from caikit_computer_vision.guards.http_door import VALIDATED_REQUEST
+caikit_workarounds.decode_http_base64_in_c()
+server = RuntimeHTTPServer()
+assert server.enable_inference_jobs
+caikit_workarounds.take_validated_http_requests(VALIDATED_REQUEST)
+predict, _ = runtime_server._http_request_models(server)
+(path, model), = predict.items()
+validated = model.model_validate_json(
+    json.dumps({"model_id": "my_model", "inputs": "aGVsbG8="}), strict=True
+)
+route = next(r for r in server.app.routes if getattr(r, "path", None) == path)
+async def receive():
+    return {"type": "http.request", "body": b"not json", "more_body": False}
+scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b"",
+         VALIDATED_REQUEST: validated}
+response = asyncio.run(route.endpoint(Request(scope, receive)))
+print(response.status_code)
+"""
+
+
+def test_the_predict_route_takes_the_request_the_front_door_validated(tmp_path):
+    (tmp_path / "models").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", _PREDICT_TAKES_THE_DOORS_REQUEST, str(REPO_ROOT)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert "dataobject_to_pydantic( DataBase.get_class_for_name(rpc.request.name) )" in _code(
-        RuntimeHTTPServer._train_add_unary_input_unary_output_handler
-    )
-    cached = _code(pydantic_wrapper.dataobject_to_pydantic)
-    assert "return PYDANTIC_TO_DM_MAPPING[dm_class]" in cached
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "404", done.stdout[-2000:]
 
 
 def test_caikit_decodes_base64_bytes_fields_with_a_module_global_read_at_build_time():
