@@ -250,7 +250,8 @@ def http_route_request_model(http_server, path: str) -> Optional[type]:
     model of the route's own type).
     """
     for route in http_server.app.routes:
-        if getattr(route, "path", None) != path or "POST" not in (getattr(route, "methods", None) or ()):
+        methods = getattr(route, "methods", None) or ()
+        if getattr(route, "path", None) != path or "POST" not in methods:
             continue
         handler = route.endpoint
         cells = dict(zip(handler.__code__.co_freevars, handler.__closure__ or ()))

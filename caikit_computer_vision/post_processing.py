@@ -6,9 +6,9 @@ the GIL and then waits to take it back, and with several request threads waiting
 hand-over to another thread and back, two context switches. The processor's post-processing is
 about twenty tiny operations an image (softmax, max, box corners, scaling, three masks), and the
 duplicate removal as many again: with 8 clients of the demo model they were a third of the
-runtime's context switches (about 90 -> 62 a request) and 0.34 of its 2.7 ms of CPU a request
-(docs/performance.md, "Post-processing without GIL hand-overs"). numpy keeps the GIL on arrays
-this small.
+runtime's context switches (about 90 -> 63 a request), and its CPU a request went from 3.0 to
+2.2 ms without them (docs/performance.md, "Post-processing without GIL hand-overs"). numpy
+keeps the GIL on arrays this small.
 
 Why the same bits: the softmax is still torch's (one operation); the rest are the same IEEE
 float32 operations in the same order (differences, halvings, products, clamps, comparisons with
@@ -57,4 +57,4 @@ def post_process(
         axis=-1,
     )
     scale = np.array([width, height, width, height], dtype=np.float32)
-    return ImageDetections(scores, labels.astype(np.int64), corners * scale)
+    return ImageDetections(scores, labels.astype(np.int64, copy=False), corners * scale)
