@@ -19,12 +19,12 @@ A refusal is one short log line and a status that says what to fix; caikit never
 """
 
 # Standard
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Dict, Iterable, Iterator, Optional
+from typing import Callable, Deque, Dict, Iterable, Iterator, Optional
 import asyncio
+import collections
 import os
 import stat
 import threading
@@ -131,37 +131,103 @@ class ModelCallGate:
     Separate from the server's thread pool on purpose: the pool must be big enough that streams
     and health checks always get a thread, while model work, which holds the GIL and the cores,
     is better queued than run 32 at a time.
+
+    One queue, first come first served, of two kinds of waiter: a gRPC call waits in its server
+    thread, an HTTP request as a future on the event loop. A release hands its slot straight to
+    the oldest waiter. An HTTP request therefore never takes a thread to wait, and a slot
+    released on the event loop for a request waiting there costs no thread switch: under load
+    that hop (a waiter thread per request, woken through a condition and waking the loop back)
+    was the event loop's largest single cost, an eighth of its time with the GIL
+    (docs/performance.md, "A gate without waiter threads").
     """
 
     def __init__(self, slots: int):
         self.slots = slots
-        self._semaphore = threading.BoundedSemaphore(slots)
-        # Threads that wait for a slot on behalf of HTTP requests, off the event loop.
-        self._waiters = ThreadPoolExecutor(max_workers=64, thread_name_prefix="ccv-gate")
+        self._free = slots
+        self._lock = threading.Lock()
+        # Each waiter: a held ``threading.Lock`` that a release unlocks (a gRPC thread), or
+        # (event loop, future) that a release resolves (an HTTP request).
+        self._waiters: Deque[object] = collections.deque()
+
+    @property
+    def free(self) -> int:
+        """Slots no call holds."""
+        return self._free
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a slot."""
+        return len(self._waiters)
 
     @contextmanager
     def held(self) -> Iterator[None]:
-        self._semaphore.acquire()
+        """Hold a slot for the block, waiting in this thread for one if none is free."""
+        self.acquire()
         try:
             yield
         finally:
-            self._semaphore.release()
+            self.release()
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return
+            handed_over = threading.Lock()
+            handed_over.acquire()
+            self._waiters.append(handed_over)
+        handed_over.acquire()  # unlocked by the release that hands this thread its slot
 
     async def acquire_async(self) -> None:
         """Wait for a slot without blocking the event loop; a cancelled wait takes none."""
-        if self._semaphore.acquire(blocking=False):
-            return  # a free slot: no hop to a waiter thread
-        waiting = asyncio.get_running_loop().run_in_executor(self._waiters, self._semaphore.acquire)
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return
+            waiter = (loop, loop.create_future())
+            self._waiters.append(waiter)
         try:
-            await asyncio.shield(waiting)
+            await waiter[1]
         except asyncio.CancelledError:
-            waiting.add_done_callback(
-                lambda done: self.release() if not done.cancelled() and not done.exception() else None
-            )
+            with self._lock:
+                still_queued = waiter in self._waiters
+                if still_queued:
+                    self._waiters.remove(waiter)
+            if not still_queued:
+                self.release()  # a release had already handed this request its slot: pass it on
             raise
 
     def release(self) -> None:
-        self._semaphore.release()
+        """Give a slot back: to the oldest waiter if there is one."""
+        with self._lock:
+            if not self._waiters:
+                if self._free >= self.slots:
+                    raise ValueError("ModelCallGate released more often than acquired")
+                self._free += 1
+                return
+            waiter = self._waiters.popleft()
+        if isinstance(waiter, tuple):
+            loop, future = waiter
+            if _running_loop() is loop:
+                _settle(future)
+            else:
+                loop.call_soon_threadsafe(_settle, future)
+        else:
+            waiter.release()
+
+
+def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _settle(future: "asyncio.Future[None]") -> None:
+    # A future cancelled meanwhile: its request's ``acquire_async`` passes the slot on.
+    if not future.done():
+        future.set_result(None)
 
 
 class StreamGate:
