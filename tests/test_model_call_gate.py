@@ -199,3 +199,18 @@ def test_releasing_more_than_was_acquired_is_an_error():
         pass
     with pytest.raises(ValueError, match="released more often than acquired"):
         gate.release()
+
+
+def test_a_slot_meant_for_a_request_whose_event_loop_has_closed_goes_to_the_next_waiter():
+    gate = ModelCallGate(1)
+    gate.acquire()
+    loop, loop_thread = _start_loop()
+    asyncio.run_coroutine_threadsafe(gate.acquire_async(), loop)
+    _wait_until(lambda: gate.waiting == 1)
+    _stop_loop(loop, loop_thread)  # shutdown: the HTTP server's loop is gone
+    next_call = threading.Thread(target=gate.acquire)
+    next_call.start()
+    _wait_until(lambda: gate.waiting == 2)
+    gate.release()
+    next_call.join(WAIT_S)
+    assert not next_call.is_alive() and gate.waiting == 0 and gate.free == 0

@@ -169,6 +169,7 @@ class ModelCallGate:
             self.release()
 
     def acquire(self) -> None:
+        """Take a slot, waiting in this thread for one if none is free (a gRPC call)."""
         with self._lock:
             if self._free and not self._waiters:
                 self._free -= 1
@@ -212,7 +213,10 @@ class ModelCallGate:
             if _running_loop() is loop:
                 _settle(future)
             else:
-                loop.call_soon_threadsafe(_settle, future)
+                try:
+                    loop.call_soon_threadsafe(_settle, future)
+                except RuntimeError:  # its loop has closed (shutdown): nobody awaits it
+                    self.release()
         else:
             waiter.release()
 
